@@ -1,0 +1,188 @@
+"""EngineSpec: what to start, as a hashable value that keys the session's engine cache.
+
+Each optimization preset the study compares maps to vLLM engine arguments. The
+same arguments feed both engine kinds: `server_flags()` turns them into
+`vllm serve` / api_server flags, `llm_kwargs()` into `vllm.LLM(...)` keywords.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_rllm.settings import PRESETS, RllmSettings
+
+
+class PresetUnavailable(Exception):
+    """The preset cannot be built from the given settings (e.g. no checkpoint given): skip with this reason."""
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model: str  # resolved folder or hub id
+    preset: str  # one of PRESETS, or "reference" for a plain-LLM reference model
+    engine_args: tuple[tuple[str, Any], ...] = ()  # vLLM EngineArgs names -> values (hashable)
+    extra_server_args: tuple[str, ...] = ()  # --rllm-server-arg pass-through, verbatim
+
+    @property
+    def label(self) -> str:
+        return self.preset
+
+    def args(self) -> dict[str, Any]:
+        return {k: _thaw(v) for k, v in self.engine_args}
+
+    def server_flags(self) -> list[str]:
+        flags: list[str] = []
+        for name, value in self.engine_args:
+            flag = "--" + name.replace("_", "-")
+            value = _thaw(value)
+            if value is True:
+                flags.append(flag)
+            elif value is False:
+                # vLLM's boolean options take --no-<name> for False.
+                flags.append("--no-" + name.replace("_", "-"))
+            elif isinstance(value, dict):
+                flags += [flag, json.dumps(value, sort_keys=True)]
+            else:
+                flags += [flag, str(value)]
+        return flags + list(self.extra_server_args)
+
+    def llm_kwargs(self) -> dict[str, Any]:
+        kwargs = self.args()
+        kwargs.update(_server_args_as_kwargs(self.extra_server_args))
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "preset": self.preset,
+            "engine_args": self.args(),
+            "extra_server_args": list(self.extra_server_args),
+        }
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ("__dict__",) + tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple) and value[:1] == ("__dict__",):
+        return {k: _thaw(v) for k, v in value[1:]}
+    return value
+
+
+def _server_args_as_kwargs(args: tuple[str, ...]) -> dict[str, Any]:
+    """Best-effort mapping of `--max-model-len=2048` style flags to LLM(...) keywords (in-process engine)."""
+    kwargs: dict[str, Any] = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        i += 1
+        if not arg.startswith("--"):
+            continue
+        name, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i < len(items) and not items[i].startswith("--"):
+                value = items[i]
+                i += 1
+            else:
+                value = "true"
+        key = name.replace("-", "_")
+        if key.startswith("no_"):
+            kwargs[key[3:]] = False
+            continue
+        kwargs[key] = _coerce(value)
+    return kwargs
+
+
+def _coerce(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
+# What each preset changes relative to the engine's defaults. The speculative
+# settings follow the study (n-gram, a few lookahead tokens) and ENVIRONMENT.md.
+_PRESET_ARGS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "prefix-caching-on": {"enable_prefix_caching": True},
+    "prefix-caching-off": {"enable_prefix_caching": False},
+    "spec-ngram": {
+        "speculative_config": {
+            "method": "ngram",
+            "num_speculative_tokens": 4,
+            "prompt_lookup_max": 4,
+            "prompt_lookup_min": 2,
+        }
+    },
+    "kv-fp8-e4m3": {"kv_cache_dtype": "fp8_e4m3"},
+    "kv-fp8-e5m2": {"kv_cache_dtype": "fp8_e5m2"},
+    "quant-fp8": {"quantization": "fp8"},
+    # The online weight-only path that vLLM's CPU backend runs; GPUs reject it
+    # and the test skips with the engine's reason.
+    "quant-int8": {"quantization": "int8_per_channel_weight_only"},
+    "quant-awq": {"quantization": "awq"},
+    "quant-gptq": {"quantization": "gptq"},
+}
+
+
+def base_engine_args(settings: RllmSettings) -> dict[str, Any]:
+    """Arguments every configuration shares, so presets differ only in what they name."""
+    from pytest_rllm.engines.platform import is_cpu_build
+
+    # The engine is seeded, not the request: SamplingParams(seed=...) crashes on vLLM CPU.
+    args: dict[str, Any] = {"seed": settings.seed}
+    if settings.gpus_per_worker > 1:
+        args["tensor_parallel_size"] = settings.gpus_per_worker
+    if is_cpu_build():
+        # torch.compile adds ~30 s of start-up on CPU and gave no speed-up (ENVIRONMENT.md).
+        args["enforce_eager"] = True
+    return args
+
+
+def build_spec(preset: str, settings: RllmSettings, model: str) -> EngineSpec:
+    """The EngineSpec for one preset; raises PresetUnavailable when settings lack what it needs."""
+    if preset not in PRESETS and preset != "reference":
+        raise ValueError(f"unknown preset {preset!r}")
+    args = base_engine_args(settings)
+    args.update(_PRESET_ARGS.get(preset, {}))
+    served = model
+    if preset == "spec-draft":
+        draft = settings.draft_model
+        if draft is None:
+            if not settings.uses_embedded_model:
+                raise PresetUnavailable("spec-draft needs a draft model: pass --rllm-draft-model=PATH_OR_ID")
+            # The embedded model drafts for itself: acceptance is then 100%, a deterministic check.
+            draft = model
+        args["speculative_config"] = {"method": "draft_model", "model": draft, "num_speculative_tokens": 3}
+    if preset in ("quant-awq", "quant-gptq"):
+        method = preset.split("-", 1)[1]
+        checkpoints = dict(settings.quantized_model)
+        if method not in checkpoints:
+            raise PresetUnavailable(
+                f"{preset} needs a pre-quantized checkpoint: pass --rllm-quantized-model {method}=PATH_OR_ID"
+            )
+        served = checkpoints[method]
+    return EngineSpec(
+        model=served,
+        preset=preset,
+        engine_args=tuple(sorted((k, _freeze(v)) for k, v in args.items())),
+        extra_server_args=tuple(settings.server_arg),
+    )

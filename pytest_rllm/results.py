@@ -1,0 +1,239 @@
+"""RunResult: one workload on one engine, and the pure summary derived from it.
+
+Everything here takes plain data (records, timelines) and returns numbers, so it
+is tested without an engine. The summary is derived on demand, never stored twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from pytest_rllm.records import RequestRecord
+
+Timeline = list[tuple[float, float]]
+LATENCY_METRICS = ("ttft", "ttfvt", "tpot", "itl", "e2e")
+PERCENTILES = (50, 90, 99)
+
+
+def _values(xs: Iterable[float | None]) -> list[float]:
+    return [float(x) for x in xs if x is not None and not math.isnan(x)]
+
+
+def distribution(values: Sequence[float], prefix: str) -> dict[str, float]:
+    """mean, p50, p90, p99 (numpy's linear percentiles); NaN when there is no value."""
+    if not values:
+        return {f"{prefix}_mean": math.nan, **{f"{prefix}_p{p}": math.nan for p in PERCENTILES}}
+    arr = np.asarray(values, dtype=float)
+    out = {f"{prefix}_mean": float(arr.mean())}
+    for p, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES)):
+        out[f"{prefix}_p{p}"] = float(v)
+    return out
+
+
+def timeline_stats(points: Timeline, prefix: str) -> dict[str, float]:
+    """mean, peak, min, coefficient of variation of a sampled series."""
+    values = [v for _, v in points]
+    if not values:
+        return {}
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    return {
+        f"{prefix}_mean": mean,
+        f"{prefix}_peak": float(arr.max()),
+        f"{prefix}_min": float(arr.min()),
+        f"{prefix}_cv": float(arr.std() / mean) if mean > 0 else 0.0,
+    }
+
+
+def goodput(records: Sequence[RequestRecord], slo: dict[str, float], duration: float) -> dict[str, float]:
+    """Requests per second that completed within every SLO (vLLM's definition, plus ttfvt)."""
+    if not slo or duration <= 0:
+        return {}
+    good = 0
+    for r in records:
+        if not r.ok:
+            continue
+        observed = {"ttft": r.ttft, "ttfvt": r.ttfvt, "tpot": r.tpot, "e2e": r.e2e, "itl": max(r.itls, default=None)}
+        if all(observed[m] is not None and observed[m] <= limit for m, limit in slo.items()):
+            good += 1
+    return {"goodput": good / duration, "goodput_fraction": good / len(records) if records else math.nan}
+
+
+def straggler_stats(records: Sequence[RequestRecord], tail_fraction: float = 0.10) -> dict[str, float]:
+    """How much a few long requests dominate a batch.
+
+    makespan_over_median_e2e: batch makespan (first send to last finish) over the
+    median request's E2E. tail_share: the share of the makespan during which fewer
+    than `tail_fraction` of the requests were still running.
+    """
+    done = [r for r in records if r.ok]
+    if len(done) < 2:
+        return {}
+    start = min(r.t_sent for r in done)  # type: ignore[type-var]
+    ends = sorted(r.t_done for r in done)  # type: ignore[type-var]
+    makespan = ends[-1] - start
+    median_e2e = float(np.median([r.e2e for r in done]))
+    # Running count falls below the threshold once more than (1 - f) of them finished.
+    threshold = tail_fraction * len(done)
+    finished_needed = len(done) - math.floor(threshold)
+    if threshold == math.floor(threshold):
+        finished_needed = len(done) - int(threshold) + 1
+    finished_needed = min(max(finished_needed, 1), len(done))
+    t_tail_begins = ends[finished_needed - 1]
+    lengths = np.asarray([r.output_tokens for r in done], dtype=float)
+    p50 = float(np.percentile(lengths, 50))
+    return {
+        "makespan": makespan,
+        "makespan_over_median_e2e": makespan / median_e2e if median_e2e > 0 else math.nan,
+        "tail_share": (ends[-1] - t_tail_begins) / makespan if makespan > 0 else 0.0,
+        "output_tokens_p99_over_p50": float(np.percentile(lengths, 99)) / p50 if p50 > 0 else math.nan,
+    }
+
+
+def counter_deltas(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    from pytest_rllm.telemetry.prometheus import COUNTERS
+
+    deltas = {k: end[k] - start.get(k, 0.0) for k in COUNTERS if k in end}
+    out: dict[str, float] = {}
+    if "generation_tokens" in deltas:
+        out["engine_generation_tokens"] = deltas["generation_tokens"]
+    if "prompt_tokens" in deltas:
+        out["engine_prompt_tokens"] = deltas["prompt_tokens"]
+    if "num_preemptions" in deltas:
+        out["preemptions"] = deltas["num_preemptions"]
+    if deltas.get("prefix_cache_queries"):
+        out["prefix_cache_hit_rate"] = deltas.get("prefix_cache_hits", 0.0) / deltas["prefix_cache_queries"]
+    if deltas.get("spec_decode_num_draft_tokens"):
+        out["spec_acceptance_rate"] = (
+            deltas.get("spec_decode_num_accepted_tokens", 0.0) / deltas["spec_decode_num_draft_tokens"]
+        )
+    return out
+
+
+@dataclass
+class RunResult:
+    """One workload run on one engine configuration."""
+
+    label: str  # configuration label, e.g. "baseline", "spec-ngram", "reference"
+    workload: str  # workload name, e.g. "main", "no-thinking", "shared-prefix", "gamma"
+    records: list[RequestRecord]
+    timelines: dict[str, Timeline] = field(default_factory=dict)
+    t_start: float = 0.0
+    t_end: float = 0.0
+    counters_start: dict[str, float] = field(default_factory=dict)
+    counters_end: dict[str, float] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineSpec + engine info
+    workload_config: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # the run as a whole failed (engine died, run timeout)
+    _summary: dict[str, float] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}/{self.workload}"
+
+    def summary(self) -> dict[str, float]:
+        if self._summary is None:
+            self._summary = summarize(self)
+        return self._summary
+
+    def accuracy(self) -> dict[str, Any]:
+        """Accuracy with Wilson intervals, overall, per domain and per difficulty."""
+        from pytest_rllm.accuracy.grading import accuracy_summary
+
+        return accuracy_summary(self.records)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; times relative to the run's start."""
+        t0 = self.t_start
+
+        def rel(x: float | None) -> float | None:
+            return None if x is None else round(x - t0, 6)
+
+        records = []
+        for r in self.records:
+            d = r.to_dict()
+            for name in ("t_scheduled", "t_sent", "t_first_token", "t_first_visible", "t_done"):
+                d[name] = rel(d[name])
+            d["token_times"] = [rel(t) for t in r.token_times]
+            records.append(d)
+        return {
+            "label": self.label,
+            "workload": self.workload,
+            "name": self.key,
+            "preset": self.engine.get("preset", self.label),
+            "engine": self.engine,
+            "workload_config": self.workload_config,
+            "duration": self.t_end - self.t_start,
+            "error": self.error,
+            "records": records,
+            "timelines": {k: [[rel(t), v] for t, v in pts] for k, pts in self.timelines.items()},
+            "summary": _json_safe(self.summary()),
+        }
+
+
+def _json_safe(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+
+
+def summarize(run: RunResult) -> dict[str, float]:
+    records = run.records
+    done = [r for r in records if r.ok]
+    out: dict[str, float] = {
+        "requests": float(len(records)),
+        "completed": float(len(done)),
+        "failed": float(len(records) - len(done)),
+    }
+    if done:
+        first_send = min(r.t_sent for r in done)  # type: ignore[type-var]
+        last_done = max(r.t_done for r in done)  # type: ignore[type-var]
+        duration = max(last_done - first_send, 1e-9)
+    else:
+        duration = max(run.t_end - run.t_start, 1e-9)
+    out["duration"] = duration
+    out["request_throughput"] = len(done) / duration
+    output_tokens = sum(r.output_tokens for r in done)
+    out["output_tokens_total"] = float(output_tokens)
+    out["output_throughput"] = output_tokens / duration
+    out.update(distribution(_values(r.ttft for r in done), "ttft"))
+    out.update(distribution(_values(r.ttfvt for r in done), "ttfvt"))
+    out.update(distribution(_values(r.tpot for r in done), "tpot"))
+    out.update(distribution(_values(itl for r in done for itl in r.itls), "itl"))
+    out.update(distribution(_values(r.e2e for r in done), "e2e"))
+    out.update(distribution([float(r.output_tokens) for r in done], "output_tokens"))
+    out.update(distribution(_values(r.send_lag for r in records), "send_lag"))
+    out["truncated"] = float(sum(1 for r in done if r.finish_reason == "length"))
+    out.update(goodput(records, run.slo, duration))
+    out.update(straggler_stats(records))
+    window = (run.t_start, run.t_end if run.t_end > run.t_start else math.inf)
+    for name, prefix in (
+        ("kv_cache_usage", "kv_cache_usage"),
+        ("num_requests_running", "num_requests_running"),
+        ("num_requests_waiting", "num_requests_waiting"),
+        ("gpu_memory_used_bytes", "gpu_memory_used_bytes"),
+    ):
+        points = [(t, v) for t, v in run.timelines.get(name, []) if window[0] <= t <= window[1]]
+        stats = timeline_stats(points, prefix)
+        if prefix != "kv_cache_usage":
+            stats = {k: v for k, v in stats.items() if k.endswith(("_peak", "_mean"))}
+        out.update(stats)
+    if run.counters_end:
+        out.update(counter_deltas(run.counters_start, run.counters_end))
+    try:
+        from pytest_rllm.accuracy.grading import accuracy_summary
+    except ImportError:  # the accuracy package is optional for pure latency runs
+        return out
+    acc = accuracy_summary(records)
+    overall = acc.get("overall", acc)
+    for name in ("accuracy", "truncated_in_reasoning"):
+        if name in overall:
+            out[name] = float(overall[name])
+    if "wilson_low" in overall:
+        out["accuracy_low"], out["accuracy_high"] = float(overall["wilson_low"]), float(overall["wilson_high"])
+    elif "interval" in overall:
+        out["accuracy_low"], out["accuracy_high"] = (float(x) for x in overall["interval"])
+    return out

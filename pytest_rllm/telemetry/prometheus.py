@@ -1,0 +1,74 @@
+"""Parse the engine's Prometheus text into the handful of series the suites use."""
+
+from __future__ import annotations
+
+import math
+import re
+
+# Timeline name -> (vLLM metric name without the _total suffix, how series with
+# different labels combine). Usage is a fraction 0..1, averaged over engines;
+# counts and counters add up.
+SERIES: dict[str, tuple[str, str]] = {
+    "kv_cache_usage": ("vllm:kv_cache_usage_perc", "mean"),
+    "num_requests_running": ("vllm:num_requests_running", "sum"),
+    "num_requests_waiting": ("vllm:num_requests_waiting", "sum"),
+    "num_preemptions": ("vllm:num_preemptions", "sum"),
+    "prefix_cache_queries": ("vllm:prefix_cache_queries", "sum"),
+    "prefix_cache_hits": ("vllm:prefix_cache_hits", "sum"),
+    "prompt_tokens": ("vllm:prompt_tokens", "sum"),
+    "generation_tokens": ("vllm:generation_tokens", "sum"),
+    "spec_decode_num_drafts": ("vllm:spec_decode_num_drafts", "sum"),
+    "spec_decode_num_draft_tokens": ("vllm:spec_decode_num_draft_tokens", "sum"),
+    "spec_decode_num_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens", "sum"),
+}
+# Cumulative counters: a run's value is the difference between its end and start.
+COUNTERS = (
+    "num_preemptions",
+    "prefix_cache_queries",
+    "prefix_cache_hits",
+    "prompt_tokens",
+    "generation_tokens",
+    "spec_decode_num_drafts",
+    "spec_decode_num_draft_tokens",
+    "spec_decode_num_accepted_tokens",
+)
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+_WANTED = {name: (key, how) for key, (name, how) in SERIES.items()}
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus exposition text -> {timeline name: value} for the series in SERIES."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        match = _LINE.match(line)
+        if not match:
+            continue
+        name = match.group(1)
+        if name.endswith("_total"):
+            name = name[: -len("_total")]
+        wanted = _WANTED.get(name)
+        if wanted is None:
+            continue
+        try:
+            value = float(match.group(3))
+        except ValueError:
+            continue
+        if math.isnan(value):
+            continue
+        key = wanted[0]
+        sums[key] = sums.get(key, 0.0) + value
+        counts[key] = counts.get(key, 0) + 1
+    return {key: (sums[key] / counts[key] if SERIES[key][1] == "mean" else sums[key]) for key in sums}
+
+
+def cache_config(text: str) -> dict[str, str]:
+    """Labels of vllm:cache_config_info (block_size, cache_dtype, enable_prefix_caching, ...)."""
+    for line in text.splitlines():
+        if line.startswith("vllm:cache_config_info{"):
+            body = line[line.index("{") + 1 : line.index("}")]
+            return dict(re.findall(r'(\w+)="([^"]*)"', body))
+    return {}
