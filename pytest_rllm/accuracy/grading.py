@@ -1,0 +1,389 @@
+"""Grade every RequestRecord against its item's reference, reasoning-aware.
+
+Rules, in order (see :func:`grade`):
+
+1. An errored request is wrong (not truncated).
+2. Only the *visible* answer is graded. If it is empty -- the token budget ran
+   out before the end of thinking, or the model never closed its think block --
+   the record is wrong and flagged ``truncated_in_reasoning``. The reasoning
+   text is never parsed for an answer: a model that "knew" the answer but was
+   cut off mid-thought did not deliver it to the user.
+3. The grader named by the record picks the extraction and the comparison:
+   ``math`` (boxed, "The answer is", "####", "Answer:", equivalent
+   expressions), ``choice`` (a letter A-D) or ``exact`` (procedural items).
+
+The module is pure: importing it pulls neither vLLM nor torch nor lm-eval.
+``math-verify`` is imported lazily, on the first math grade.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Iterable, Sequence
+
+from pytest_rllm.records import RequestRecord
+from pytest_rllm.stats import wilson_interval
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+CHOICE_LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class Grade:
+    correct: bool
+    truncated_in_reasoning: bool
+    extracted: str | None  # the answer read from the visible text; None if none was found
+
+
+# -- visible text ------------------------------------------------------------
+def visible_answer(record: RequestRecord) -> str | None:
+    """The text the user sees, or None when the answer never left the reasoning.
+
+    With a reasoning parser the server already split the text. Without one the
+    raw text may still hold a think block: everything up to the last
+    ``</think>`` is reasoning, and an opened but never closed ``<think>`` means
+    the answer was cut off inside it.
+    """
+    text = record.answer_text or ""
+    if THINK_CLOSE in text:
+        text = text.rsplit(THINK_CLOSE, 1)[1]
+    elif THINK_OPEN in text:
+        return None
+    return text if text.strip() else None
+
+
+def _truncated_in_reasoning(record: RequestRecord) -> bool:
+    """Empty visible answer after a reasoning phase or a hit token budget.
+
+    A reply that is empty end to end (no reasoning, no answer, a normal stop)
+    is wrong but was not cut off inside the reasoning, so it is not counted
+    on that line.
+    """
+    return bool((record.reasoning_text or "").strip()) or record.finish_reason == "length" or (
+        THINK_OPEN in (record.answer_text or "")
+    )
+
+
+# -- small text helpers --------------------------------------------------------
+def last_boxed(text: str) -> str | None:
+    r"""Content of the last ``\boxed{...}`` (or ``\fbox{...}``), braces balanced."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            return text[start : i - 1].strip()
+    # "\boxed 5" (no braces) is valid LaTeX and some models write it.
+    m = list(re.finditer(r"\\boxed\s+([^\s$]+)", text))
+    return m[-1].group(1) if m else None
+
+
+_ANSWER_LINE = re.compile(r"(?im)^[ \t*#>_-]*(?:final\s+)?answer\s*[:：]\s*(.+?)\s*$")
+_ANSWER_IS = re.compile(r"(?i)(?:final\s+)?answer\s+is\s*[:：]?\s*(.+?)(?:\s*$|\.\s|\.$|\n)")
+_HASHES = re.compile(r"(?m)####\s*(.+?)\s*$")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def _last(pattern: re.Pattern[str], text: str) -> str | None:
+    found = pattern.findall(text)
+    return found[-1].strip() if found else None
+
+
+def _strip_wrappers(value: str) -> str:
+    """Markdown and math-mode dressing around an answer: **42**, $42$, \\(42\\), 42."""
+    value = value.strip()
+    for _ in range(3):
+        before = value
+        value = value.strip().strip("*_`").strip()
+        if value.startswith("$") and value.endswith("$"):
+            value = value.strip("$").strip()
+        if value.startswith("\\(") and value.endswith("\\)"):
+            value = value[2:-2].strip()
+        if value.startswith("\\[") and value.endswith("\\]"):
+            value = value[2:-2].strip()
+        value = value.rstrip(".").strip()
+        if value == before:
+            break
+    return value
+
+
+# -- math ----------------------------------------------------------------------
+def extract_math(text: str) -> str | None:
+    """The final answer of a math solution, or None.
+
+    Preference: the last ``\\boxed{}``; then "answer is X"; then "#### X"
+    (GSM8K); then an "Answer: X" line; then the last number in the text (the
+    "flexible" fallback lm-eval's GSM8K uses), so a bare "... so 42" still counts.
+    """
+    for found in (
+        last_boxed(text),
+        _last(_ANSWER_IS, text),
+        _last(_HASHES, text),
+        _last(_ANSWER_LINE, text),
+    ):
+        if found:
+            inner = last_boxed(found)  # "The answer is $\boxed{5}$"
+            value = _strip_wrappers(inner if inner is not None else found)
+            if value:
+                return value
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+
+
+def _normalise_math(value: str) -> str:
+    value = _strip_wrappers(value)
+    value = re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", value)
+    value = re.sub(r"\\(?:left|right|,|!|;|:)", "", value)
+    value = value.replace("\\%", "").replace("%", "").replace("^\\circ", "").replace("^{\\circ}", "")
+    value = re.sub(r"\\[dt]frac", r"\\frac", value)
+    value = re.sub(r"(?<=\d),(?=\d{3}\b)", "", value)  # 1,000 -> 1000
+    return re.sub(r"\s+", "", value).lower()
+
+
+def _as_fraction(value: str) -> Fraction | None:
+    text = _LATEX_FRAC.sub(r"(\1)/(\2)", value)
+    text = text.replace("(", "").replace(")", "")
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return Fraction(num) / Fraction(den)
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _fallback_equal(reference: str, answer: str) -> bool:
+    """Equality without math-verify: same number (exactly, as fractions) or same normalised text."""
+    ref, ans = _normalise_math(reference), _normalise_math(answer)
+    if ref == ans:
+        return True
+    a, b = _as_fraction(ref), _as_fraction(ans)
+    return a is not None and b is not None and a == b
+
+
+def _math_verify_equal(reference: str, answer: str) -> bool | None:
+    """math-verify's verdict, or None when math-verify is not installed or fails."""
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        return None
+    # math-verify's timeout uses SIGALRM, which only the main thread may set.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    try:
+        gold = parse(_as_latex(reference), parsing_timeout=timeout)
+        pred = parse(_as_latex(answer), parsing_timeout=timeout)
+        if not gold or not pred:
+            return None
+        return bool(verify(gold, pred, timeout_seconds=timeout))
+    except Exception:  # a parser crash on odd input must not fail a whole run
+        return None
+
+
+def _as_latex(value: str) -> str:
+    # math-verify looks for math-mode or boxed answers; a bare "3/4" is wrapped.
+    return value if "$" in value or "\\boxed" in value else f"${value}$"
+
+
+def math_equal(reference: str, answer: str) -> bool:
+    """Whether two math answers are equivalent.
+
+    Uses ``math-verify`` (symbolic: 0.75 == \\frac{3}{4}, 2\\sqrt{2} ==
+    \\sqrt{8}, (x+1)^2 == x^2+2x+1) when it is installed. Without it -- it is
+    an optional extra -- the comparison falls back to exact rational equality
+    of numbers and fractions (\\frac{3}{4}, 3/4, 0.75) and otherwise to
+    normalised string equality, which misses equivalent expressions written
+    differently.
+    """
+    if _fallback_equal(reference, answer):
+        return True
+    verdict = _math_verify_equal(reference, answer)
+    return bool(verdict)
+
+
+# -- multiple choice --------------------------------------------------------------
+_L = f"[{CHOICE_LETTERS}]"
+_CHOICE_PATTERNS = (
+    re.compile(rf"\\boxed\s*\{{\s*(?:\\text(?:bf)?\s*\{{)?\s*\(?({_L})\)?\s*\}}?\s*\}}"),
+    re.compile(rf"(?i)answer\s*(?:is)?\s*[:：]?\s*[*$]*\s*\(?({_L})\b(?![a-z'])", re.I),
+    re.compile(rf"\(({_L})\)"),
+    re.compile(rf"(?m)^\s*[*$]*({_L})[*$]*[.)]?\s*$"),
+)
+
+
+def extract_choice(text: str) -> str | None:
+    """The chosen letter: ``\\boxed{C}``, ``Answer: C``, ``answer is (C)``, ``(C)``, a lone ``C``.
+
+    Patterns are tried from the most explicit to the least, and within one
+    pattern the last match wins (models restate options before concluding).
+    """
+    for pattern in _CHOICE_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return found[-1].upper()
+    return None
+
+
+def _reference_letter(reference: str) -> str:
+    ref = reference.strip()
+    letter = extract_choice(ref)
+    return letter if letter is not None else ref.strip("() .").upper()
+
+
+# -- exact (procedural) --------------------------------------------------------------
+def extract_exact(text: str) -> str | None:
+    """The value on the last ``Answer:`` line; else the last ``\\boxed{}``; else the last non-empty line."""
+    found = _last(_ANSWER_LINE, text)
+    if found is None:
+        found = last_boxed(text)
+    if found is None:
+        lines = [line for line in text.splitlines() if line.strip()]
+        found = lines[-1] if lines else None
+    if found is None:
+        return None
+    value = _strip_wrappers(found)
+    return value or None
+
+
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+$")
+
+
+def normalise_exact(value: str) -> str:
+    """Whitespace and comma insensitive form: "[1, 3,5]" -> "1 3 5"; "1,234" -> "1234"."""
+    value = _strip_wrappers(value)
+    if value[:1] + value[-1:] in ("[]", "()", "{}"):
+        value = value[1:-1]
+    if _THOUSANDS.match(value.strip()):
+        return value.strip().replace(",", "")
+    return " ".join(value.replace(",", " ").split()).lower()
+
+
+# -- grade -------------------------------------------------------------------------
+def grade(record: RequestRecord) -> Grade:
+    """Grade one record: see the module docstring for the rules."""
+    if record.error is not None:
+        return Grade(False, False, None)
+    text = visible_answer(record)
+    if text is None:
+        return Grade(False, _truncated_in_reasoning(record), None)
+    if record.grader == "math":
+        extracted = extract_math(text)
+        correct = extracted is not None and math_equal(record.reference, extracted)
+    elif record.grader == "choice":
+        extracted = extract_choice(text)
+        correct = extracted is not None and extracted == _reference_letter(record.reference)
+    elif record.grader == "exact":
+        extracted = extract_exact(text)
+        correct = extracted is not None and normalise_exact(extracted) == normalise_exact(record.reference)
+    else:
+        raise ValueError(f"record {record.item_id!r}: unknown grader {record.grader!r}")
+    return Grade(bool(correct), False, extracted)
+
+
+# -- summaries -------------------------------------------------------------------------
+def _difficulty_key(value: float) -> str:
+    # JSON keys are strings; 3.0 reads better as "3".
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _cell(grades: Sequence[Grade], errors: int, confidence: float) -> dict[str, Any]:
+    n = len(grades)
+    correct = sum(g.correct for g in grades)
+    low, high = wilson_interval(correct, n, confidence)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else math.nan,
+        "wilson_low": low,
+        "wilson_high": high,
+        "truncated_in_reasoning": sum(g.truncated_in_reasoning for g in grades),
+        "errors": errors,
+    }
+
+
+def accuracy_summary(
+    records: Iterable[RequestRecord],
+    grades: Sequence[Grade] | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Accuracy with Wilson intervals, overall, per domain and per difficulty.
+
+    Every record counts once, so ``n`` is requests (items x repeats), and
+    errored or truncated requests count as wrong: the denominator is what was
+    asked, not what came back. Shape (plain JSON; NaN accuracy only when n == 0)::
+
+        {
+          "confidence": 0.95,
+          "overall":       CELL,
+          "by_domain":     {"addition": CELL, ...},           # sorted by name
+          "by_difficulty": {"1": CELL, "2.5": CELL, ...},     # sorted numerically
+        }
+        CELL = {"n": int, "correct": int, "accuracy": float,
+                "wilson_low": float, "wilson_high": float,
+                "truncated_in_reasoning": int, "errors": int}
+
+    Pass ``grades`` (same order as ``records``) to reuse grades already computed.
+    """
+    records = list(records)
+    if grades is None:
+        grades = [grade(r) for r in records]
+    if len(grades) != len(records):
+        raise ValueError(f"{len(grades)} grades for {len(records)} records")
+    by_domain: dict[str, list[int]] = defaultdict(list)
+    by_level: dict[float, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_domain[r.domain].append(i)
+        by_level[float(r.difficulty)].append(i)
+
+    def cell(indices: Sequence[int]) -> dict[str, Any]:
+        errors = sum(records[i].error is not None for i in indices)
+        return _cell([grades[i] for i in indices], errors, confidence)
+
+    return {
+        "confidence": confidence,
+        "overall": cell(range(len(records))),
+        "by_domain": {d: cell(by_domain[d]) for d in sorted(by_domain)},
+        "by_difficulty": {_difficulty_key(k): cell(by_level[k]) for k in sorted(by_level)},
+    }
+
+
+def paired_outcomes(
+    records_a: Iterable[RequestRecord], records_b: Iterable[RequestRecord]
+) -> tuple[list[bool], list[bool], list[tuple[str, int]]]:
+    """Correctness of A and B on the (item, repeat) pairs both runs answered.
+
+    The order is sorted by (item_id, repeat), so the lists line up for
+    :func:`pytest_rllm.stats.mcnemar` and :func:`pytest_rllm.stats.accuracy_within`.
+    Records present in only one run are left out; the third list names the
+    pairs kept, so a caller can see how many were dropped.
+    """
+    a = {(r.item_id, r.repeat): r for r in records_a}
+    b = {(r.item_id, r.repeat): r for r in records_b}
+    keys = sorted(a.keys() & b.keys())
+    return [grade(a[k]).correct for k in keys], [grade(b[k]).correct for k in keys], keys
+
+
+__all__ = [
+    "CHOICE_LETTERS",
+    "Grade",
+    "accuracy_summary",
+    "extract_choice",
+    "extract_exact",
+    "extract_math",
+    "grade",
+    "last_boxed",
+    "math_equal",
+    "normalise_exact",
+    "paired_outcomes",
+    "visible_answer",
+]
