@@ -51,19 +51,20 @@ class ThinkSplitter:
     def __init__(self, thinking: bool) -> None:
         self.in_reasoning = thinking
         self._pending = ""
+        self._after_marker = False  # newlines right after the marker belong to neither part
 
     def feed(self, text: str) -> tuple[str, str]:
         """Returns (reasoning_delta, answer_delta) for this piece of text."""
         if not self.in_reasoning:
-            return "", text
+            return "", self._answer(text)
         buffer = self._pending + text
         index = buffer.find(END_OF_THINKING)
         if index >= 0:
             self.in_reasoning = False
             self._pending = ""
             reasoning = buffer[:index]
-            answer = buffer[index + len(END_OF_THINKING) :].lstrip("\n")
-            return _strip_start(reasoning), answer
+            self._after_marker = True
+            return _strip_start(reasoning), self._answer(buffer[index + len(END_OF_THINKING) :])
         # Keep the longest tail that is a prefix of the marker.
         keep = 0
         for size in range(min(len(END_OF_THINKING) - 1, len(buffer)), 0, -1):
@@ -72,6 +73,12 @@ class ThinkSplitter:
                 break
         self._pending = buffer[len(buffer) - keep :] if keep else ""
         return _strip_start(buffer[: len(buffer) - keep]), ""
+
+    def _answer(self, text: str) -> str:
+        if self._after_marker:
+            text = text.lstrip("\n")
+            self._after_marker = not text
+        return text
 
     def flush(self) -> tuple[str, str]:
         pending, self._pending = self._pending, ""

@@ -67,8 +67,8 @@ def straggler_stats(records: Sequence[RequestRecord], tail_fraction: float = 0.1
     """How much a few long requests dominate a batch.
 
     makespan_over_median_e2e: batch makespan (first send to last finish) over the
-    median request's E2E. tail_share: the share of the makespan during which fewer
-    than `tail_fraction` of the requests were still running.
+    median request's E2E. tail_share: the share of the makespan during which at
+    most `tail_fraction` of the requests (and at least one) were still running.
     """
     done = [r for r in records if r.ok]
     if len(done) < 2:
@@ -77,13 +77,11 @@ def straggler_stats(records: Sequence[RequestRecord], tail_fraction: float = 0.1
     ends = sorted(r.t_done for r in done)  # type: ignore[type-var]
     makespan = ends[-1] - start
     median_e2e = float(np.median([r.e2e for r in done]))
-    # Running count falls below the threshold once more than (1 - f) of them finished.
-    threshold = tail_fraction * len(done)
-    finished_needed = len(done) - math.floor(threshold)
-    if threshold == math.floor(threshold):
-        finished_needed = len(done) - int(threshold) + 1
-    finished_needed = min(max(finished_needed, 1), len(done))
-    t_tail_begins = ends[finished_needed - 1]
+    # The tail begins when at most k = max(1, floor(f * n)) requests are still
+    # running, i.e. when the (n - k)-th request finished. "At least one" keeps the
+    # metric meaningful for small batches, where 10% is less than one request.
+    k = max(1, math.floor(tail_fraction * len(done)))
+    t_tail_begins = ends[len(done) - k - 1] if len(done) > k else start
     lengths = np.asarray([r.output_tokens for r in done], dtype=float)
     p50 = float(np.percentile(lengths, 50))
     return {

@@ -269,8 +269,8 @@ class RllmSession:
 
         items = self.items()
         if workload.shared_prefix:
-            items = datasets.with_shared_prefix(items)
-        return [(item, r) for item in items for r in range(self.settings.repeats)]
+            items = datasets.with_shared_prefix(items, datasets.shared_prefix(seed=self.settings.seed))
+        return datasets.expand_repeats(items, self.settings.repeats)
 
     def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:
         from pytest_rllm.telemetry.nvml import NvmlMemory

@@ -39,21 +39,40 @@ _UNSUPPORTED = re.compile(
     r"is not compiled|not built with|undefined symbol|No such operator|Could not run '[^']+' with arguments from the 'CPU' backend",
     re.IGNORECASE,
 )
-_ERROR_LINE = re.compile(r"(\w+(Error|Exception)|NotImplementedError|ValueError|RuntimeError|AssertionError)\b[:(]")
+# "ValueError: ...", "torch.OutOfMemoryError: ...", after any logger prefix.
+_EXCEPTION_LINE = re.compile(r"^([\w.]*(?:Error|Exception|Interrupt)): (.+)$")
+_LOG_PREFIX = re.compile(r"^(\([^)]*\)\s+)?([A-Z]+\s+\d\d-\d\d [\d:]+\s+\[[^\]]*\]\s+)?")
+# Wrappers that repeat or hide the root cause.
+_WRAPPERS = re.compile(r"Engine core initialization failed|Worker failed with error|dictionary changed size", re.I)
 
 
 def engine_reason(log_text: str) -> str:
-    """The engine's own words for why it stopped: the last error line of its log."""
+    """The engine's own words for why it stopped: the root-cause exception line of its log.
+
+    vLLM logs the root cause first and wraps it several times after; a
+    hardware-capability message wins, then the first exception that is not a
+    wrapper, then the last line.
+    """
+    exceptions = []
+    for raw in log_text.splitlines():
+        line = _LOG_PREFIX.sub("", raw.strip(), count=1)
+        match = _EXCEPTION_LINE.match(line)
+        if match:
+            exceptions.append(line)
+    for line in exceptions:
+        if _UNSUPPORTED.search(line):
+            return line
+    for line in exceptions:
+        if not _WRAPPERS.search(line):
+            return line
+    if exceptions:
+        return exceptions[-1]
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if _ERROR_LINE.search(line):
-            # Drop logger prefixes such as "(EngineCore pid=1) ERROR 11-23 ... file.py:12]".
-            return re.sub(r"^.*?\]\s+", "", line) if "]" in line[:120] else line
     return lines[-1] if lines else "(the engine printed nothing)"
 
 
 def is_unsupported(reason: str, log_text: str = "") -> bool:
-    return bool(_UNSUPPORTED.search(reason)) or bool(_UNSUPPORTED.search(log_text[-4000:]) and not reason)
+    return bool(_UNSUPPORTED.search(reason))
 
 
 class Engine(Protocol):

@@ -10,6 +10,7 @@ returns, which is when a streaming server would emit them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 import itertools
 import os
 import queue
@@ -178,7 +179,8 @@ class _InProcessClient:
         messages = [{"role": "user", "content": item.prompt}]
         kwargs = {} if thinking else {"enable_thinking": False}
         ids = self._tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, **kwargs)
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        # transformers 5 returns a BatchEncoding (a Mapping), older releases a list.
+        return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
 
     async def send(self, item: Item, record: RequestRecord) -> None:
         engine = self.engine
@@ -202,7 +204,14 @@ class _InProcessClient:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     raise asyncio.TimeoutError
-                now, out = await asyncio.wait_for(q.get(), remaining)
+                try:
+                    # Wake up now and then: if the step thread died, no output will ever come.
+                    now, out = await asyncio.wait_for(q.get(), min(remaining, 1.0))
+                except asyncio.TimeoutError:
+                    if engine._error is not None:
+                        record.error = f"engine error: {type(engine._error).__name__}: {engine._error}"
+                        return
+                    continue
                 if isinstance(out, BaseException):
                     record.error = f"engine error: {type(out).__name__}: {out}"
                     return

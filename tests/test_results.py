@@ -1,0 +1,136 @@
+"""RunResult summaries on hand-made records and timelines (pure: no engine)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_rllm.records import RequestRecord
+from pytest_rllm.results import RunResult, counter_deltas, distribution, goodput, straggler_stats, timeline_stats
+from pytest_rllm.telemetry.prometheus import cache_config, parse_metrics
+
+
+def rec(i, sent, first, visible, done, tokens, *, times=None, error=None, finish="stop", answer="Answer: 1", ref="1"):
+    r = RequestRecord(item_id=f"i{i}", domain="addition", difficulty=1.0, reference=ref, grader="exact")
+    r.t_scheduled = sent
+    r.t_sent, r.t_first_token, r.t_first_visible, r.t_done = sent, first, visible, done
+    r.output_tokens = tokens
+    r.token_times = times if times is not None else list(np.linspace(first, done, tokens)) if first else []
+    r.error, r.finish_reason, r.answer_text = error, finish, answer
+    return r
+
+
+def test_latency_percentiles_match_numpy():
+    records = [rec(i, 0.0, 0.1 * (i + 1), 0.2 * (i + 1), 1.0 + i, 10) for i in range(10)]
+    s = RunResult("baseline", "main", records).summary()
+    ttft = [0.1 * (i + 1) for i in range(10)]
+    assert s["ttft_p50"] == pytest.approx(np.percentile(ttft, 50))
+    assert s["ttft_p99"] == pytest.approx(np.percentile(ttft, 99))
+    assert s["ttfvt_mean"] == pytest.approx(np.mean([0.2 * (i + 1) for i in range(10)]))
+    assert s["e2e_p90"] == pytest.approx(np.percentile([1.0 + i for i in range(10)], 90))
+    # TPOT excludes the first token: (done - first) / (tokens - 1).
+    assert s["tpot_mean"] == pytest.approx(np.mean([(1.0 + i - 0.1 * (i + 1)) / 9 for i in range(10)]))
+
+
+def test_throughput_uses_first_send_to_last_finish_and_ignores_failures():
+    records = [rec(0, 0.0, 0.1, 0.2, 2.0, 100), rec(1, 1.0, 1.1, 1.2, 4.0, 300)]
+    records.append(rec(2, 0.5, None, None, None, 0, error="HTTP 500: boom"))
+    s = RunResult("baseline", "main", records).summary()
+    assert s["duration"] == pytest.approx(4.0)
+    assert s["output_throughput"] == pytest.approx(400 / 4.0)
+    assert s["request_throughput"] == pytest.approx(2 / 4.0)
+    assert (s["requests"], s["completed"], s["failed"]) == (3, 2, 1)
+
+
+def test_goodput_counts_requests_within_every_slo():
+    records = [rec(0, 0.0, 0.5, 0.6, 2.0, 20), rec(1, 0.0, 3.0, 3.1, 4.0, 20), rec(2, 0.0, 0.1, 5.0, 5.0, 20)]
+    out = goodput(records, {"ttft": 1.0, "ttfvt": 2.0}, duration=5.0)
+    assert out["goodput"] == pytest.approx(1 / 5.0) and out["goodput_fraction"] == pytest.approx(1 / 3)
+    assert goodput(records, {}, 5.0) == {}
+
+
+def test_straggler_stats_on_a_batch_with_one_long_request():
+    # Nine requests finish at 1 s, one at 10 s: the makespan is 10x the median, and
+    # for 90% of it fewer than 10% of requests (i.e. < 1) ... one request runs.
+    records = [rec(i, 0.0, 0.1, 0.2, 1.0, 10) for i in range(9)] + [rec(9, 0.0, 0.1, 9.0, 10.0, 200)]
+    s = straggler_stats(records)
+    assert s["makespan"] == pytest.approx(10.0)
+    assert s["makespan_over_median_e2e"] == pytest.approx(10.0)
+    assert s["tail_share"] == pytest.approx(0.9)
+    assert s["output_tokens_p99_over_p50"] == pytest.approx(np.percentile([10] * 9 + [200], 99) / 10)
+
+
+def test_even_batch_has_no_tail():
+    records = [rec(i, 0.0, 0.1, 0.2, 1.0, 10) for i in range(10)]
+    s = straggler_stats(records)
+    assert s["makespan_over_median_e2e"] == pytest.approx(1.0) and s["tail_share"] == 0.0
+
+
+def test_timeline_stats_and_window():
+    points = [(0.0, 0.1), (1.0, 0.5), (2.0, 0.9), (3.0, 0.5)]
+    s = timeline_stats(points, "kv")
+    assert s["kv_mean"] == pytest.approx(0.5) and s["kv_peak"] == 0.9 and s["kv_min"] == 0.1
+    assert s["kv_cv"] == pytest.approx(np.std([0.1, 0.5, 0.9, 0.5]) / 0.5)
+    run = RunResult("b", "main", [rec(0, 1.0, 1.1, 1.2, 2.0, 5)], timelines={"kv_cache_usage": points}, t_start=1.0, t_end=2.0)
+    assert run.summary()["kv_cache_usage_peak"] == 0.9  # only samples inside the run count
+    assert run.summary()["kv_cache_usage_min"] == 0.5
+
+
+def test_counter_deltas_give_hit_and_acceptance_rates():
+    start = {"generation_tokens": 100.0, "prefix_cache_queries": 10.0, "prefix_cache_hits": 0.0,
+             "spec_decode_num_draft_tokens": 0.0, "spec_decode_num_accepted_tokens": 0.0}
+    end = {"generation_tokens": 350.0, "prefix_cache_queries": 110.0, "prefix_cache_hits": 40.0,
+           "spec_decode_num_draft_tokens": 200.0, "spec_decode_num_accepted_tokens": 150.0}
+    d = counter_deltas(start, end)
+    assert d["engine_generation_tokens"] == 250.0
+    assert d["prefix_cache_hit_rate"] == pytest.approx(0.4)
+    assert d["spec_acceptance_rate"] == pytest.approx(0.75)
+
+
+def test_accuracy_joins_the_summary_with_its_interval():
+    records = [rec(i, 0.0, 0.1, 0.2, 1.0, 10, answer="Answer: 1" if i < 8 else "Answer: 7") for i in range(10)]
+    s = RunResult("b", "main", records).summary()
+    assert s["accuracy"] == pytest.approx(0.8)
+    assert s["accuracy_low"] < 0.8 < s["accuracy_high"]
+
+
+def test_empty_distribution_is_nan_not_zero():
+    d = distribution([], "ttft")
+    assert all(math.isnan(v) for v in d.values())
+
+
+def test_to_dict_makes_times_relative_and_json_safe():
+    import json
+
+    run = RunResult("b", "main", [rec(0, 101.0, 101.5, 101.6, 103.0, 5)], t_start=100.0, t_end=104.0)
+    d = run.to_dict()
+    assert d["records"][0]["t_sent"] == 1.0 and d["records"][0]["t_done"] == 3.0
+    json.dumps(d, allow_nan=False)
+
+
+METRICS = """# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.75
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:num_requests_running{engine="1",model_name="m"} 4.0
+vllm:generation_tokens_total{engine="0",model_name="m"} 1234.0
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 7.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 3.5
+vllm:cache_config_info{block_size="128",cache_dtype="auto",enable_prefix_caching="True"} 1.0
+"""
+
+
+def test_prometheus_text_becomes_named_series():
+    values = parse_metrics(METRICS)
+    assert values["kv_cache_usage"] == pytest.approx(0.5)  # mean over engines
+    assert values["num_requests_running"] == 7.0  # sum over engines
+    assert values["generation_tokens"] == 1234.0 and values["prefix_cache_hits"] == 7.0
+    assert "time_to_first_token_seconds" not in values
+    assert cache_config(METRICS)["cache_dtype"] == "auto"
+
+
+def test_in_process_metric_names_without_total_parse_the_same():
+    assert parse_metrics('vllm:generation_tokens{engine="0"} 5.0\n')["generation_tokens"] == 5.0
