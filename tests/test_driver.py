@@ -243,3 +243,47 @@ def test_drive_the_mock_server_with_the_harness_client() -> None:
         assert r.ttft >= 0.03  # first reasoning token
         assert r.ttfvt >= 0.03 + 4 * 0.01  # first answer token comes after the 4 reasoning tokens
         assert "Answer: 42" in r.answer_text and r.reasoning_text
+
+
+# --------------------------------------------------------------------------- spin lead, fidelity metric
+
+
+def test_spin_lead_adapts_to_oversleep_within_bounds() -> None:
+    from pytest_rllm.workloads import driver
+
+    lead = driver._Lead(None)
+    assert lead.value == driver.INITIAL_SPIN
+    for _ in range(64):
+        lead.observe(0.0004)
+    assert lead.value == pytest.approx(0.0004 + driver.SPIN_MARGIN)
+    for _ in range(64):
+        lead.observe(0.05)  # a preempted host: capped, not chased
+    assert lead.value == driver.MAX_SPIN
+    for _ in range(64):
+        lead.observe(0.0)
+    assert lead.value == driver.MIN_SPIN
+    fixed = driver._Lead(0.001)
+    for _ in range(64):
+        fixed.observe(0.05)
+    assert fixed.value == 0.001
+
+
+def test_fixed_spin_is_reported_and_negative_rejected() -> None:
+    send = Recorder()
+    assert run(drive([1], [0.0], send, spin=0.0007)).spin == 0.0007
+    with pytest.raises(ValueError, match="spin"):
+        run(drive([1], [0.0], send, spin=-1))
+
+
+def test_ks_above_a_floor() -> None:
+    from arrival_fidelity import ks_above
+    from scipy import stats
+
+    gaps = np.random.default_rng(0).gamma(0.25, 0.02, 5000)
+    cdf = stats.gamma(a=0.25, scale=0.02).cdf
+    # With no floor it is the ordinary KS statistic.
+    assert ks_above(gaps, cdf, 0.0) == pytest.approx(stats.kstest(gaps, cdf).statistic)
+    # Gaps that cannot go below 0.2 ms: a huge raw KS, a small one above 1 ms.
+    floored = np.maximum(gaps, 2e-4)
+    assert stats.kstest(floored, cdf).statistic > 0.3
+    assert ks_above(floored, cdf, 1e-3) < 0.03
