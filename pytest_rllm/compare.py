@@ -305,11 +305,12 @@ class MetricCheck:
     obtained_interval: tuple[float, float] | None = None
     by_interval: bool = False
     updated: bool = False  # the baseline entry was (re)written by this check
+    kept: bool = False  # an update run accepted it as it is (a stored entry the test did not produce)
     note: str = ""
 
     @property
     def failed(self) -> bool:
-        return self.status in FAILING and not self.updated
+        return self.status in FAILING and not (self.updated or self.kept)
 
     @property
     def delta(self) -> float | None:
@@ -339,6 +340,7 @@ class MetricCheck:
             "obtained_interval": list(self.obtained_interval) if self.obtained_interval else None,
             "by_interval": self.by_interval,
             "updated": self.updated,
+            "kept": self.kept,
             "note": self.note,
         }
 
@@ -450,7 +452,7 @@ def format_table(checks: Iterable[MetricCheck], *, only_failed: bool = False) ->
             continue
         delta = c.delta
         delta_text = "-" if delta is None else (("+" if delta >= 0 else "") + _fmt(delta))
-        status = c.status + (" (updated)" if c.updated else "")
+        status = c.status + (" (updated)" if c.updated else " (kept)" if c.kept else "")
         if c.note and c.status in ("nan", "missing", "extra"):
             status += f": {c.note}"
         rows.append((c.metric, _cell_value(c.baseline, c.baseline_interval),
