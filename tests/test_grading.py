@@ -93,6 +93,8 @@ def test_math_fallback_without_math_verify(monkeypatch: pytest.MonkeyPatch) -> N
     assert grading.math_equal("1234", "1,234")
     assert grading.math_equal("3/4", "\\dfrac{3}{4}")
     assert not grading.math_equal("3/4", "0.7")
+    assert grading.math_equal("42", "42 apples")
+    assert not grading.math_equal("42", "41 apples")
     # ...and an equivalent expression written differently is the documented blind spot.
     assert not grading.math_equal("2\\sqrt{2}", "\\sqrt{8}")
 

@@ -169,6 +169,10 @@ def _fallback_equal(reference: str, answer: str) -> bool:
     if ref == ans:
         return True
     a, b = _as_fraction(ref), _as_fraction(ans)
+    if b is None:
+        # "42 apples", "18 dollars": a number followed by a unit in words.
+        unit = re.match(r"\s*(-?[\d.,/]+)\s+[A-Za-z]", _strip_wrappers(answer))
+        b = _as_fraction(_normalise_math(unit.group(1))) if unit else None
     return a is not None and b is not None and a == b
 
 
