@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level-weights", default=",".join(str(w) for w in LEVEL_WEIGHTS.values()),
                         help="draw weight of each difficulty level, comma separated")
     parser.add_argument("--thinking-fraction", type=float, default=THINKING_FRACTION)
+    parser.add_argument("--init", default=None,
+                        help="start from the weights of an earlier run's folder (a second training phase)")
     parser.add_argument("--device", default="cpu", help="torch device; the shipped model was trained on 'cpu'")
     args = parser.parse_args(argv)
     weights = [float(w) for w in args.level_weights.split(",")]
@@ -218,7 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    model = LlamaForCausalLM(model_config("float32")).float().to(args.device)
+    model = LlamaForCausalLM(model_config("float32")).float()
+    if args.init:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(args.init) / "model.safetensors"))
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        # Tied embeddings: the saved file holds embed_tokens only, lm_head shares it.
+        assert not unexpected and all("lm_head" in k for k in missing), (missing, unexpected)
+        model.tie_weights()
+    model = model.to(args.device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, args.steps // 20)
 
