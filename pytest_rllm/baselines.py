@@ -290,7 +290,8 @@ class BaselineCheck:
 
     Tolerance precedence, first found wins: --rllm-tolerance (CLI/ini), the
     Measurement's own tolerance, the `tolerances` argument, the tolerance stored
-    in the baseline file, the metric family's default (compare.DEFAULT_FAMILIES).
+    in the baseline file, then the default: 0 for a value with an interval (the
+    intervals must overlap), else the metric family's (compare.DEFAULT_FAMILIES).
     The CLI override is a run-time knob, so it is never written into a file.
     """
 
@@ -391,7 +392,9 @@ class BaselineCheck:
                 (m.tolerance if m is not None else None)
                 or lookup(test_tolerances, metric)
                 or stored_tolerance(entry)
-                or default_tolerance(metric)
+                # With an interval the overlap rule already absorbs sampling noise,
+                # so the default adds nothing to it; a bare value gets its family's default.
+                or (Tolerance() if m is not None and m.interval is not None else default_tolerance(metric))
             )
             keep_tols[metric] = keep  # type: ignore[assignment]
             tols[metric] = lookup(self.cli_tolerances, metric) or keep

@@ -32,7 +32,9 @@ The comparison rule (``compare_metric``):
   intervals overlap. Overlap -> "pass"; the obtained interval lies wholly
   on the worse side -> "fail"; wholly on the better side -> "improved". With
   accuracy=2pt this fails only when the intervals are more than 2 points
-  apart, so sampling noise alone does not fail the gate.
+  apart, so sampling noise alone does not fail the gate. Without an explicit
+  tolerance the intervals just have to overlap (default 0): two 95 % intervals
+  that do not overlap is already a difference significant at about p < 0.01.
 * NaN / infinite obtained value -> "nan"; a metric in the baseline that the
   test no longer produces -> "missing"; a metric the test produces that the
   baseline lacks -> "extra". All three fail.
@@ -280,6 +282,22 @@ class Measurement:
             except (TypeError, ValueError):
                 raise TypeError(f"metric values must be numbers or Measurement, got {value!r}") from None
         return cls(float(value))
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], names: Iterable[str]) -> dict[str, Measurement]:
+        """Measurements for `names` from a RunResult summary; "accuracy" takes its
+        interval from accuracy_low/accuracy_high and its n from "requests"."""
+        out = {}
+        for name in names:
+            low, high = summary.get(f"{name}_low"), summary.get(f"{name}_high")
+            has_interval = low is not None and high is not None and all(math.isfinite(float(x)) for x in (low, high))
+            n = summary.get("requests")
+            out[name] = cls(
+                value=math.nan if summary.get(name) is None else float(summary[name]),
+                n=int(n) if has_interval and n is not None and math.isfinite(float(n)) else None,
+                interval=(float(low), float(high)) if has_interval else None,  # type: ignore[arg-type]
+            )
+        return out
 
     @property
     def finite(self) -> bool:

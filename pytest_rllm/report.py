@@ -34,7 +34,8 @@ KEY_METRICS = (
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C564B", "#7F7F7F")
 
 __all__ = [
-    "KEY_METRICS", "check_lines", "checks_from_user_properties", "export_benchmark_json", "finding",
+    "CLAIM_PROPERTY", "EVIDENCE_PROPERTY", "KEY_METRICS", "check_lines", "checks_from_user_properties",
+    "export_benchmark_json", "finding", "finding_from_report",
     "junit_properties", "merge_reports", "read_json_report", "render_html", "run_line", "summary_lines",
     "write_html_report", "write_json_report",
 ]
@@ -264,9 +265,46 @@ def export_benchmark_json(path: str | os.PathLike[str], runs: Sequence[Mapping[s
 # --------------------------------------------------------------------------- findings
 
 
+CLAIM_PROPERTY = "rllm_claim"  # item.user_properties: the sentence a finding test checks
+EVIDENCE_PROPERTY = "rllm_evidence"  # item.user_properties: numbers behind the verdict, one per entry
+
+
 def finding(claim: str, verdict: str, evidence: str = "", nodeid: str = "") -> dict[str, str]:
     """One row of the findings table. verdict: holds | flagged | fails | skipped | error."""
     return {"claim": claim, "verdict": verdict, "evidence": evidence, "nodeid": nodeid}
+
+
+def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str] | None:
+    """The findings-table row for a TestReport (duck-typed), or None when it is not a finding's verdict.
+
+    A test is a finding when it carries a CLAIM_PROPERTY user property. The
+    verdict comes from the call phase (or a setup phase that skipped or
+    errored): passed -> "holds", or "flagged" when `flags` (the messages of
+    FindingFlag warnings the test raised) is not empty; failed -> "fails";
+    skipped -> "skipped"; a setup error -> "error". Evidence is the test's
+    EVIDENCE_PROPERTY entries, then the flag messages, then the failure or skip reason.
+    """
+    props = list(getattr(report, "user_properties", None) or [])
+    claims = [str(v) for k, v in props if k == CLAIM_PROPERTY]
+    when = getattr(report, "when", "call")
+    if not claims or (when != "call" and getattr(report, "passed", False)) or when == "teardown":
+        return None
+    evidence = [str(v) for k, v in props if k == EVIDENCE_PROPERTY]
+    evidence.extend(f"flag: {f}" for f in flags)
+    if getattr(report, "skipped", False):
+        verdict = "skipped"
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+        evidence.append(reason.removeprefix("Skipped: "))
+    elif getattr(report, "failed", False):
+        verdict = "fails" if when == "call" else "error"
+        text = str(getattr(report, "longreprtext", "") or "")
+        # The "E   " lines are the assertion message; the traceback above them is noise here.
+        message = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+        evidence.append("\n".join(message[:12]) or (text.splitlines() or [""])[-1])
+    else:
+        verdict = "flagged" if flags else "holds"
+    return finding(claims[-1], verdict, "\n".join(e for e in evidence if e), str(getattr(report, "nodeid", "")))
 
 
 # --------------------------------------------------------------------------- SVG drawing

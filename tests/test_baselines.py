@@ -161,6 +161,22 @@ def _junit_outcomes(path: Path) -> list[dict]:
     return outcomes_from_user_properties(props)
 
 
+def test_accuracy_with_an_interval_is_judged_by_overlap_not_by_raw_difference(project: pytest.Pytester) -> None:
+    small = dict(GOOD, accuracy={"correct": 62, "n": 100})
+    write_values(project, small)
+    run(project, UPDATE_FLAG).assert_outcomes(passed=1)
+    stored = json.loads((project.path / REL_PATH).read_text())["metrics"]["accuracy"]
+    assert stored["tolerance"] == {"absolute": 0.0, "factor": 1.0, "relative": 0.0}  # overlap alone
+    # 62% -> 50% of 100: a 12-point drop, yet the 95% intervals overlap, so it is noise.
+    write_values(project, dict(GOOD, accuracy={"correct": 50, "n": 100}))
+    run(project).assert_outcomes(passed=1)
+    # 62% -> 35%: the intervals are apart.
+    write_values(project, dict(GOOD, accuracy={"correct": 35, "n": 100}))
+    result = run(project)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*accuracy*|*0.62 [[]0.522*, 0.709*[]]*|*0.35 [[]*|*0: overlap 0.522*..0.709*|*fail*"])
+
+
 def test_changed_mode_writes_only_out_of_tolerance_entries(project: pytest.Pytester) -> None:
     run(project, UPDATE_FLAG).assert_outcomes(passed=1)
     baseline = project.path / REL_PATH

@@ -227,3 +227,12 @@ def test_failure_table_has_the_columns_and_ends_with_the_update_flag() -> None:
     assert lines[-1].endswith(UPDATE_FLAG)
     # Passing rows can be left out.
     assert "ttft" not in format_table([c for c in checks if c.metric != "ttft_p50"], only_failed=True)
+
+
+def test_measurements_from_a_run_summary_carry_the_accuracy_interval() -> None:
+    summary = {"accuracy": 0.62, "accuracy_low": 0.52, "accuracy_high": 0.71, "requests": 100.0, "ttft_p50": 0.4,
+               "goodput": None}
+    got = Measurement.from_summary(summary, ["accuracy", "ttft_p50", "goodput"])
+    assert got["accuracy"] == Measurement(0.62, n=100, interval=(0.52, 0.71))
+    assert got["ttft_p50"] == Measurement(0.4)
+    assert math.isnan(got["goodput"].value)  # a NaN summary value is kept, so the check fails on it

@@ -28,6 +28,8 @@ from pytest_rllm.report import (
     write_json_report,
 )
 
+pytest_plugins = ["pytester"]
+
 CONFIGS = (("baseline", 1.0, 0.62), ("spec-ngram", 0.8, 0.60), ("kv-fp8-e4m3", 1.3, 0.48))
 
 
@@ -213,3 +215,38 @@ def _color_counts(img: object) -> dict[str, int]:
         target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.int32)
         counts[color] = int((np.abs(rgb - target).sum(axis=2) <= 24).sum())
     return counts
+
+
+def test_findings_come_from_real_test_reports(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_claims="""
+        import pytest
+
+        def test_holds(record_property):
+            record_property("rllm_claim", "Speculative decoding lowers E2E time")
+            record_property("rllm_evidence", "e2e_p50 1.40 s -> 1.12 s")
+
+        def test_fails(record_property):
+            record_property("rllm_claim", "FP8 KV cache keeps accuracy")
+            assert 0.48 >= 0.57, "accuracy 48% vs 62% is beyond 5pt"
+
+        def test_skipped(record_property):
+            record_property("rllm_claim", "FP8 E5M2 keeps GSM8K accuracy")
+            pytest.skip("the engine rejected kv-fp8-e5m2 on this hardware: no AVX-512")
+
+        def test_not_a_finding():
+            pass
+    """)
+    reprec = pytester.inline_run("-p", "no:cacheprovider")
+    from pytest_rllm.report import finding_from_report
+
+    rows = [f for r in reprec.getreports("pytest_runtest_logreport") for f in [finding_from_report(r)] if f]
+    by_claim = {f["claim"]: f for f in rows}
+    assert len(rows) == 3
+    assert by_claim["Speculative decoding lowers E2E time"]["verdict"] == "holds"
+    assert by_claim["Speculative decoding lowers E2E time"]["evidence"] == "e2e_p50 1.40 s -> 1.12 s"
+    assert by_claim["FP8 KV cache keeps accuracy"]["verdict"] == "fails"
+    assert "beyond 5pt" in by_claim["FP8 KV cache keeps accuracy"]["evidence"]
+    assert by_claim["FP8 E5M2 keeps GSM8K accuracy"]["verdict"] == "skipped"
+    assert "no AVX-512" in by_claim["FP8 E5M2 keeps GSM8K accuracy"]["evidence"]
+    passed = next(r for r in reprec.getreports("pytest_runtest_logreport") if r.nodeid.endswith("test_holds") and r.when == "call")
+    assert finding_from_report(passed, flags=["prefix caching added 8% TTFVT"])["verdict"] == "flagged"
