@@ -283,7 +283,8 @@ class RllmSession:
         jobs = self.workload_items(workload)
         thinking = workload.thinking and label != REFERENCE
         records = [RequestRecord.for_item(item, repeat=r, thinking=thinking) for item, r in jobs]
-        offsets = parse_arrival(arrival).offsets(len(records), settings.seed)
+        arrival_spec = parse_arrival(arrival)
+        offsets = arrival_spec.offsets(len(records), settings.seed)
         options = SamplingOptions(
             max_tokens=workload.max_tokens or settings.max_tokens,
             temperature=settings.temperature,
@@ -307,7 +308,8 @@ class RllmSession:
         t0 = time.perf_counter()
         result.t_start = t0
         try:
-            self._loop_run(self._drive(engine, jobs, records, offsets, options, label))
+            cap = arrival_spec.cap(settings.max_concurrency)
+            self._loop_run(self._drive(engine, jobs, records, offsets, options, label, cap))
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a harness bug must not hide the records: keep them for the report
@@ -357,6 +359,7 @@ class RllmSession:
         offsets: list[float],
         options: SamplingOptions,
         label: str,
+        max_concurrency: int | None,
     ) -> None:
         from pytest_rllm.workloads.driver import drive
 
@@ -386,7 +389,7 @@ class RllmSession:
                 list(range(len(records))),
                 offsets,
                 send,
-                max_concurrency=self.settings.max_concurrency,
+                max_concurrency=max_concurrency,
                 run_timeout=self.settings.run_timeout,
             )
 
