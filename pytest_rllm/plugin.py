@@ -139,7 +139,7 @@ def hardware_key(settings: RllmSettings) -> str:
         from pytest_rllm.hardware import detect_hardware_key
     except ImportError:
         return "unknown"
-    return detect_hardware_key()
+    return detect_hardware_key(settings.gpus_per_worker)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -200,7 +200,7 @@ def rllm_session(pytestconfig: pytest.Config, rllm_settings: RllmSettings, tmp_p
 
 
 @pytest.fixture
-def rllm_run(rllm_session: Any) -> Any:
+def rllm_run(rllm_session: Any, request: pytest.FixtureRequest) -> Any:
     """Fetch a cached run, turning 'cannot run here' into a skip and a failed run into a failure.
 
         def test_acc(rllm_run):
@@ -211,41 +211,206 @@ def rllm_run(rllm_session: Any) -> Any:
     def get(label: str, workload: str = "main") -> Any:
         __tracebackhide__ = True
         try:
-            return rllm_session.run(label, workload)
+            run = rllm_session.run(label, workload)
         except RunUnavailable as exc:
             pytest.skip(str(exc))
         except RunFailed as exc:
             pytest.fail(str(exc), pytrace=False)
+        from pytest_rllm.report import junit_properties
+
+        # Key metrics travel with the test report: JUnit XML and xdist both carry user_properties.
+        known = {k for k, _ in request.node.user_properties}
+        request.node.user_properties.extend(p for p in junit_properties(run.key, run.summary()) if p[0] not in known)
+        return run
 
     return get
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.runs:
+@pytest.fixture
+def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -> Any:
+    """Compare this test's metrics with its stored baseline (baselines/<hardware>/<model>/<module>/<test>.json).
+
+        def test_speed(rllm_run, rllm_baseline):
+            rllm_baseline.check({"e2e_p50_over_baseline": 0.9}, tolerances={"e2e_p50_over_baseline": "50%"})
+    """
+    from pytest_rllm.baselines import baseline_check_for
+    from pytest_rllm.engines.platform import vllm_distribution
+
+    if rllm_settings.endpoint:
+        engine_info = {"name": "external endpoint"}
+    else:
+        dist = vllm_distribution()
+        engine_info = {"name": dist[0], "version": dist[1]} if dist else {"name": "vllm not installed"}
+    return baseline_check_for(
+        request,
+        rllm_settings,
+        hardware_key=hardware_key(rllm_settings),
+        model=rllm_settings.model,
+        engine_info=engine_info,
+    )
+
+
+# --------------------------------------------------------------------------- results: collect, merge, report
+CHECKS_KEY = pytest.StashKey[list]()
+FINDINGS_KEY = pytest.StashKey[list]()
+FLAGS_KEY = pytest.StashKey[dict]()
+MERGED_KEY = pytest.StashKey[dict]()
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker where to leave its runs for the merged report."""
+    node.workerinput["rllm_parts_dir"] = _parts_dir(node.config)
+
+
+def _parts_dir(config: pytest.Config) -> str:
+    import tempfile
+
+    if not hasattr(config, "_rllm_parts_dir"):
+        config._rllm_parts_dir = tempfile.mkdtemp(prefix="rllm-parts-")  # type: ignore[attr-defined]
+    return config._rllm_parts_dir  # type: ignore[attr-defined]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # A finding test's claim is the first line of its docstring: the findings table reads it.
+    from pytest_rllm.report import CLAIM_PROPERTY
+
+    for item in session.items:
+        if item.get_closest_marker("rllm_needs") is None:
+            continue
+        doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
+        if doc:
+            item.user_properties.append((CLAIM_PROPERTY, doc.splitlines()[0]))
+
+
+def pytest_warning_recorded(warning_message: Any, when: str, nodeid: str, location: Any) -> None:
+    from pytest_rllm import FindingFlag
+
+    category = getattr(warning_message, "category", None)
+    if isinstance(category, type) and issubclass(category, FindingFlag):
+        config = _CONFIG.get("config")
+        if config is not None:
+            config.stash.setdefault(FLAGS_KEY, {}).setdefault(nodeid, []).append(str(warning_message.message))
+
+
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Runs on the xdist controller too: baseline outcomes and findings arrive in user_properties."""
+    config = _CONFIG.get("config")
+    if config is None:
         return
+    from pytest_rllm.baselines import outcomes_from_user_properties
+    from pytest_rllm.report import finding_from_report
+
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        config.stash.setdefault(CHECKS_KEY, []).extend(outcomes_from_user_properties(report.user_properties))
+        flags = config.stash.get(FLAGS_KEY, {}).get(report.nodeid, [])
+        row = finding_from_report(report, flags)
+        if row is not None:
+            config.stash.setdefault(FINDINGS_KEY, []).append(row)
+
+
+def _local_runs(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return [], {}
+    timings = vars(session.timings).copy()
+    return [run.to_dict() for run in session.runs], timings
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import json
+
+    config = session.config
+    runs, timings = _local_runs(config)
+    if _is_worker(config):
+        parts = config.workerinput.get("rllm_parts_dir")  # type: ignore[attr-defined]
+        if parts and runs:
+            from pytest_rllm.report import write_json_report
+
+            worker = config.workerinput.get("workerid", "worker")  # type: ignore[attr-defined]
+            write_json_report(Path(parts) / f"{worker}.json", runs, [], {"timings": timings})
+        return
+    all_timings = [timings] if runs else []
+    parts_dir = getattr(config, "_rllm_parts_dir", None)
+    if parts_dir:
+        for part in sorted(Path(parts_dir).glob("*.json")):
+            data = json.loads(part.read_text())
+            runs.extend(data.get("runs") or [])
+            all_timings.append((data.get("meta") or {}).get("timings") or {})
+    checks = config.stash.get(CHECKS_KEY, [])
+    findings = config.stash.get(FINDINGS_KEY, [])
+    config.stash[MERGED_KEY] = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings}
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not (runs or checks or findings):
+        return
+    meta = _report_meta(config, settings)
+    from pytest_rllm.report import write_html_report, write_json_report
+
+    if settings.report:
+        write_json_report(Path(settings.report), runs, checks, {**meta, "findings": findings, "timings": all_timings})
+    if settings.html:
+        write_html_report(Path(settings.html), runs, checks, meta, findings)
+
+
+def _report_meta(config: pytest.Config, settings: RllmSettings) -> dict[str, Any]:
+    from pytest_rllm.engines.platform import engine_version_text
+
+    # No host name, URL credentials or API key: reports may be shared.
+    return {
+        "model": settings.model,
+        "engine": "endpoint" if settings.endpoint else f"{settings.engine} ({engine_version_text()})",
+        "hardware": hardware_key(settings),
+        "dataset": ",".join(settings.dataset),
+        "arrival": settings.arrival,
+        "max_tokens": settings.max_tokens,
+        "seed": settings.seed,
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _is_worker(config):
+        return
+    merged = config.stash.get(MERGED_KEY, None)
+    if not merged or not (merged["runs"] or merged["checks"] or merged["findings"]):
+        return
+    from pytest_rllm.report import summary_lines
+
     tr = terminalreporter
     tr.write_sep("=", "rllm")
-    for run in session.runs:
-        tr.write_line(_run_line(run))
-    t = session.timings
+    for line in summary_lines(merged["runs"], merged["checks"]):
+        tr.write_line(line)
+    notable = [f for f in merged["findings"] if f["verdict"] != "holds"]
+    held = sum(1 for f in merged["findings"] if f["verdict"] == "holds")
+    if merged["findings"]:
+        counts: dict[str, int] = {}
+        for f in merged["findings"]:
+            counts[f["verdict"]] = counts.get(f["verdict"], 0) + 1
+        tr.write_line("findings: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + ".")
+    for f in notable:
+        first = (f.get("evidence") or "").splitlines()
+        tr.write_line(f"{f['verdict'].upper()} {f['nodeid']}: {f['claim']}" + (f" -- {first[-1]}" if first else ""))
+    if held and any(f["verdict"] == "flagged" for f in merged["findings"]):
+        tr.write_line("Strict mode for gates: -W error::pytest_rllm.FindingFlag turns flags into failures.")
     total = time.perf_counter() - config.stash[START_KEY]
-    tr.write_line(
-        f"time: total {total:.1f}s | engine start {t.engine_start:.1f}s ({t.engines_started} engines) | "
-        f"generation {t.generation:.1f}s | engine stop {t.engine_stop:.1f}s"
-    )
-
-
-def _run_line(run: Any) -> str:
-    s = run.summary()
-
-    def f(name: str, fmt: str = "{:.3g}") -> str:
-        value = s.get(name)
-        return "-" if value is None or value != value else fmt.format(value)
-
-    status = f" FAILED: {run.error.splitlines()[0]}" if run.error else ""
-    return (
-        f"{run.key:<28} n={int(s['requests'])} ok={int(s['completed'])} acc={f('accuracy', '{:.1%}')} "
-        f"ttfvt_p50={f('ttfvt_p50')}s e2e_p50={f('e2e_p50')}s out_tok/s={f('output_throughput', '{:.0f}')} "
-        f"kv_mean={f('kv_cache_usage_mean', '{:.1%}')} kv_peak={f('kv_cache_usage_peak', '{:.1%}')}{status}"
-    )
+    for t in merged["timings"]:
+        if not t:
+            continue
+        other = total - t.get("engine_start", 0) - t.get("generation", 0) - t.get("engine_stop", 0)
+        tr.write_line(f"time to verdict: {total:.1f}s")
+        tr.write_line(f"  engine start (import + load, {t.get('engines_started', 0)} engines): {t.get('engine_start', 0):.1f}s")
+        tr.write_line(f"  generation: {t.get('generation', 0):.1f}s")
+        tr.write_line(f"  engine stop: {t.get('engine_stop', 0):.1f}s")
+        tr.write_line(f"  collection, analysis and reports: {other:.1f}s")

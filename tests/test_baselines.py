@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import pytest_rllm.plugin as plugin
 from pytest_rllm.baselines import (
     SCHEMA_VERSION,
     USER_PROPERTY,
@@ -31,20 +30,6 @@ pytest_plugins = ["pytester"]
 
 HW = "test-hw"
 REL_PATH = f"baselines/{HW}/pocket/test_serving/test_serving_metrics.json"
-
-# Until plugin.py provides `rllm_baseline`, the inner runs get it from this
-# conftest, built by the same factory the plugin is to call.
-FALLBACK_CONFTEST = """
-import pytest
-from pytest_rllm.baselines import baseline_check_for
-from pytest_rllm.plugin import SETTINGS_KEY
-
-@pytest.fixture
-def rllm_baseline(request, pytestconfig):
-    settings = pytestconfig.stash[SETTINGS_KEY]
-    return baseline_check_for(request, settings, hardware_key=settings.hardware_key or "unknown",
-                              model=settings.model, engine_info={"name": "fake-engine", "version": "1.0"})
-"""
 
 INNER_TEST = """
 import json
@@ -66,8 +51,6 @@ GOOD = {
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    if not hasattr(plugin, "rllm_baseline"):
-        pytester.makeconftest(FALLBACK_CONFTEST)
     pytester.makepyfile(test_serving=INNER_TEST)
     write_values(pytester, GOOD)
     return pytester
@@ -104,7 +87,10 @@ def test_lifecycle_missing_update_pass_perturb_rewrite_pass(project: pytest.Pyte
     run(project, UPDATE_FLAG).assert_outcomes(passed=1)
     data = json.loads(baseline.read_text())
     assert data["schema_version"] == SCHEMA_VERSION
-    assert data["engine"] == {"name": "fake-engine", "version": "1.0"}
+    from pytest_rllm.engines.platform import vllm_distribution
+
+    dist = vllm_distribution()
+    assert data["engine"] == ({"name": dist[0], "version": dist[1]} if dist else {"name": "vllm not installed"})
     assert data["configuration"]["max_tokens"] == 4096
     assert data["metrics"]["ttft_p50"]["value"] == 0.5
     assert data["metrics"]["ttft_p50"]["better"] == "lower"
