@@ -187,7 +187,10 @@ class RllmSession:
             self.timings.per_engine[label] = elapsed
         self.timings.engines_started += 1
         self._engine, self._engine_label = engine, label
-        self.engine_infos[label] = {**engine.info(), "spec": spec.to_dict()}
+        from pytest_rllm.telemetry.prometheus import cache_config
+
+        # KV capacity (blocks x block size) and cache dtype, as the engine reports them.
+        self.engine_infos[label] = {**engine.info(), "spec": spec.to_dict(), "cache_config": cache_config(engine.metrics_text() or "")}
         return engine
 
     def _make_engine(self, spec: EngineSpec, label: str) -> Any:
@@ -257,8 +260,9 @@ class RllmSession:
                 return self.settings.arrival
             # Offer load near what the engine sustained in its closed batch, in
             # Gamma bursts (b=0.5, CV=1.41): the study's real-world workload shape.
+            # Every configuration gets the same rate: baseline's, so their gamma runs compare.
             rate = 4.0
-            base = self.outcomes.get((self._engine_label or "baseline", "main"))
+            base = self.outcomes.get(("baseline", "main"))
             if base and base.result is not None:
                 rate = max(base.result.summary().get("request_throughput", rate), 0.1)
             return f"gamma:{rate:.4g}:0.5"

@@ -230,6 +230,20 @@ def parse_tolerances(text: str | list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
+def parse_thresholds(text: str | list[str]) -> tuple[tuple[str, float], ...]:
+    """Finding thresholds as NAME=NUMBER; names are checked against the suites' table when used."""
+    pairs = []
+    for key, value in parse_key_values(text, what="NAME=NUMBER (e.g. accuracy_points=5)"):
+        try:
+            number = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
+        except ValueError:
+            raise SettingError(f"threshold {key!r}: expected a number, got {value!r}") from None
+        if math.isnan(number):
+            raise SettingError(f"threshold {key!r}: expected a number, got {value!r}")
+        pairs.append((key, number))
+    return tuple(sorted(pairs))
+
+
 def parse_env_name(text: str) -> str:
     value = str(text).strip()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
@@ -292,7 +306,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrency", parse_positive_int, None, "Cap on requests in flight, combined with the arrival process.", "N"),
     Option("slo", parse_slo, (), "Service-level objectives for goodput, e.g. ttft=2s,tpot=100ms.", "METRIC=DURATION"),
     Option("accuracy", parse_accuracy, "builtin", "How accuracy is scored: builtin, or lm-eval:TASKS to also run lm-eval tasks against the engine.", "builtin|lm-eval:TASKS"),
-    Option("metrics_interval", parse_duration, 0.25, "How often the engine's /metrics and NVML are sampled.", "DURATION"),
+    Option("threshold", parse_thresholds, (), "Override a finding check's threshold, e.g. accuracy_points=5,kv_mean_ratio=2 (see suites/README.md for names and defaults).", "NAME=VALUE"),
+    Option("metrics_interval", parse_duration, 0.1, "How often the engine's /metrics and NVML are sampled.", "DURATION"),
     Option("baseline_dir", parse_text, None, "Root of stored baselines (default: baselines/ at the rootdir).", "DIR"),
     Option("update_baselines", parse_update_mode, "none", "Write baselines: bare flag writes missing or out-of-tolerance entries; =all rewrites everything.", "[changed|all]", flag_value="changed"),
     Option("tolerance", parse_tolerances, (), "Per-metric tolerance overrides, e.g. ttft_p50=10%,accuracy=2pt.", "METRIC=TOL"),
@@ -337,7 +352,8 @@ class RllmSettings:
     max_concurrency: int | None = None
     slo: tuple[tuple[str, float], ...] = ()
     accuracy: str = "builtin"
-    metrics_interval: float = 0.25
+    threshold: tuple[tuple[str, float], ...] = ()
+    metrics_interval: float = 0.1
     baseline_dir: str | None = None
     update_baselines: str = "none"
     tolerance: tuple[tuple[str, str], ...] = ()

@@ -1,0 +1,150 @@
+"""Finding checks: relations between configurations measured in one session, with their thresholds.
+
+A finding check either *asserts* (the study says it holds) or *flags* (the study
+says it may not hold on small models): a flag is a `FindingFlag` warning, which
+`-W error::pytest_rllm.FindingFlag` turns into a failure for strict gates.
+Statistics that cannot tell (too few items, an interval straddling the bound)
+never pass silently: an asserted check fails as inconclusive, a flagged one
+flags as inconclusive.
+
+Every threshold has a documented default (THRESHOLDS) and can be overridden
+with --rllm-threshold NAME=VALUE.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pytest_rllm import FindingFlag
+
+# name -> (default, meaning). Accuracy thresholds are in percentage points.
+THRESHOLDS: dict[str, tuple[float, str]] = {
+    "accuracy_points": (10.0, "an optimization may lose at most this many accuracy points against baseline (paired, 95%)"),
+    "reasoning_gain_points": (5.0, "with thinking, accuracy beats the plain (no-thinking) reference by more than this many points"),
+    "kv_mean_ratio": (1.5, "mean KV-cache usage of the reasoning run over the plain reference run, at least"),
+    "kv_peak_ratio": (1.5, "peak KV-cache usage of the reasoning run over the plain reference run, at least"),
+    "kv_cv": (0.3, "coefficient of variation of KV-cache usage during the reasoning run, at least"),
+    "makespan_over_median": (1.3, "batch makespan over the median request's E2E, at least (stragglers dominate)"),
+    "length_tail_ratio": (1.5, "output length p99 over p50, at least"),
+    "spearman_p": (0.01, "p-value of the Spearman correlation between difficulty and output length / E2E, at most"),
+    "spec_e2e_ratio": (1.0, "speculative decoding's E2E p50 over baseline's, at most"),
+    "spec_acceptance_self_draft": (0.9, "acceptance rate when the model drafts for itself, at least"),
+    "prefix_hit_rate": (0.0, "prefix-cache hit rate with caching on, above"),
+    "slowdown_ratio": (1.0, "an optimization's output throughput over baseline's below this is flagged as slower"),
+}
+
+
+def threshold(settings: Any, name: str) -> float:
+    if name not in THRESHOLDS:
+        raise KeyError(f"unknown finding threshold {name!r}; known: {', '.join(sorted(THRESHOLDS))}")
+    overrides = dict(getattr(settings, "threshold", ()) or ())
+    unknown = sorted(set(overrides) - set(THRESHOLDS))
+    if unknown:
+        raise pytest.UsageError(
+            f"--rllm-threshold: unknown name(s) {', '.join(unknown)}; known: {', '.join(sorted(THRESHOLDS))}"
+        )
+    return float(overrides.get(name, THRESHOLDS[name][0]))
+
+
+def evidence(request: Any, text: str) -> None:
+    """Attach a line of evidence to the test's report (findings table, JUnit)."""
+    from pytest_rllm.report import EVIDENCE_PROPERTY
+
+    request.node.user_properties.append((EVIDENCE_PROPERTY, text))
+
+
+def flag(message: str) -> None:
+    """The study says this may happen: report it, don't fail (strict mode: -W error::pytest_rllm.FindingFlag)."""
+    warnings.warn(FindingFlag(message), stacklevel=2)
+
+
+def fmt(value: float | None, spec: str = ".3g") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return math.nan
+    return a / b
+
+
+@dataclass
+class AccuracyComparison:
+    verdict: str  # "pass" | "fail" | "inconclusive"
+    text: str
+    table: str
+
+
+def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> AccuracyComparison:
+    """Is the candidate's accuracy within `points` of the reference's, on the same items (paired, 95%)?"""
+    from pytest_rllm.accuracy.grading import paired_outcomes
+    from pytest_rllm.stats import accuracy_within
+
+    a, b, _ = paired_outcomes(reference_run.records, candidate_run.records)
+    verdict = accuracy_within(a, b, points / 100.0)
+    table = (
+        f"{'configuration':<22} | accuracy | n\n"
+        f"{reference_run.label:<22} | {verdict.a_accuracy:8.1%} | {verdict.n}\n"
+        f"{candidate_run.label:<22} | {verdict.b_accuracy:8.1%} | {verdict.n}\n"
+        f"difference {verdict.diff:+.1%}, 95% interval [{verdict.low:+.1%}, {verdict.high:+.1%}], "
+        f"allowed loss {points:g} points -> {verdict.verdict}"
+    )
+    return AccuracyComparison(verdict.verdict, verdict.explanation, table)
+
+
+def require(ok: bool, message: str) -> None:
+    __tracebackhide__ = True
+    if not ok:
+        pytest.fail(message, pytrace=False)
+
+
+def check_or_flag(ok: bool, message: str, *, flag_only: bool) -> None:
+    """Assert a finding the study states; flag one the study says may not hold."""
+    __tracebackhide__ = True
+    if ok:
+        return
+    if flag_only:
+        flag(message)
+    else:
+        pytest.fail(message, pytrace=False)
+
+
+def accuracy_check(reference_run: Any, candidate_run: Any, points: float, *, flag_only: bool, request: Any = None) -> None:
+    """Accuracy within `points`; inconclusive statistics never pass."""
+    __tracebackhide__ = True
+    result = compare_accuracy(reference_run, candidate_run, points)
+    if request is not None:
+        evidence(request, result.table.splitlines()[-1])
+    if result.verdict == "pass":
+        return
+    what = "is inconclusive" if result.verdict == "inconclusive" else "failed"
+    check_or_flag(
+        False,
+        f"accuracy of {candidate_run.label} within {points:g} points of {reference_run.label} {what}: "
+        f"{result.text}\n{result.table}\n(threshold: --rllm-threshold accuracy_points=N)",
+        flag_only=flag_only,
+    )
+
+
+SPEED_RATIOS = (("output_throughput", "higher"), ("e2e_p50", "lower"), ("ttfvt_p50", "lower"))
+
+
+def speed_ratios(baseline_summary: dict[str, float], summary: dict[str, float]) -> dict[str, float]:
+    """Optimization over baseline, measured in the same session: timings compared as ratios, never as seconds."""
+    return {f"{name}_vs_baseline": ratio(summary.get(name), baseline_summary.get(name)) for name, _ in SPEED_RATIOS}
+
+
+def speed_measurements(ratios: dict[str, float]) -> dict[str, Any]:
+    from pytest_rllm.compare import Measurement
+
+    better = dict(SPEED_RATIOS)
+    return {key: Measurement(value, better=better[key.removesuffix("_vs_baseline")]) for key, value in ratios.items()}
+
+
+# Ratios of two timings from one session still swing on shared machines.
+SPEED_RATIO_TOLERANCES = {f"{name}_vs_baseline": "50%" for name, _ in SPEED_RATIOS}
