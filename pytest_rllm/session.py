@@ -130,6 +130,20 @@ class RllmSession:
         assert outcome.result is not None
         return outcome.result
 
+    def engine(self, label: str = "baseline") -> Any:
+        """The running engine of a configuration (started if needed), e.g. to point lm-eval at it."""
+        failed = self.engine_failures.get(label)
+        if failed is not None:
+            raise RunUnavailable(failed.skip) if failed.skip else RunFailed(failed.failure or "engine failed")
+        try:
+            return self._engine_for(label)
+        except PresetUnavailable as exc:
+            raise RunUnavailable(str(exc)) from None
+        except EngineUnsupported as exc:
+            raise RunUnavailable(f"the engine rejected {label} on this hardware: {exc.reason}") from None
+        except EngineStartError as exc:
+            raise RunFailed(str(exc)) from None
+
     def spec_for(self, label: str) -> EngineSpec:
         if label == REFERENCE:
             if not self.settings.reference_model:
