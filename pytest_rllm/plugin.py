@@ -315,10 +315,24 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
     if report.when == "call" or (report.when == "setup" and not report.passed):
         config.stash.setdefault(CHECKS_KEY, []).extend(outcomes_from_user_properties(report.user_properties))
-        flags = config.stash.get(FLAGS_KEY, {}).get(report.nodeid, [])
-        row = finding_from_report(report, flags)
+        # Flags are recorded after the report (the warnings plugin reports at the
+        # end of the test's protocol): they are joined in at session end.
+        row = finding_from_report(report)
         if row is not None:
             config.stash.setdefault(FINDINGS_KEY, []).append(row)
+
+
+def _with_flags(findings: list[dict[str, str]], flags: dict[str, list[str]]) -> list[dict[str, str]]:
+    out = []
+    for row in findings:
+        messages = flags.get(row["nodeid"], [])
+        if messages:
+            row = dict(row)
+            if row["verdict"] == "holds":
+                row["verdict"] = "flagged"
+            row["evidence"] = "\n".join([row.get("evidence") or ""] + [f"flag: {m}" for m in messages]).strip()
+        out.append(row)
+    return out
 
 
 def _local_runs(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -351,7 +365,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             runs.extend(data.get("runs") or [])
             all_timings.append((data.get("meta") or {}).get("timings") or {})
     checks = config.stash.get(CHECKS_KEY, [])
-    findings = config.stash.get(FINDINGS_KEY, [])
+    findings = _with_flags(config.stash.get(FINDINGS_KEY, []), config.stash.get(FLAGS_KEY, {}))
     config.stash[MERGED_KEY] = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings}
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not (runs or checks or findings):

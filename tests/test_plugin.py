@@ -1,0 +1,94 @@
+"""The plugin's options, ini twins, header and findings plumbing, through pytester (no engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_rllm.settings import OPTIONS
+
+
+def test_help_groups_every_option_under_rllm(pytester):
+    result = pytester.runpytest("--help")
+    text = result.stdout.str()
+    assert "reasoning-LLM serving checks (pytest-rllm):" in text
+    for option in OPTIONS:
+        assert option.cli in text, option.cli
+        assert option.ini in text, option.ini
+
+
+def test_ini_twin_is_used_and_cli_wins(pytester):
+    pytester.makeini("[pytest]\nrllm_max_tokens = 123\nrllm_seed = 9\n")
+    pytester.makepyfile("""
+        def test_values(rllm_settings, pytestconfig):
+            print("VALUES", rllm_settings.max_tokens, rllm_settings.seed)
+    """)
+    result = pytester.runpytest("-s", "--rllm-seed=4")
+    result.stdout.fnmatch_lines(["*VALUES 123 4"])
+
+
+def test_bad_ini_value_is_a_usage_error_naming_the_key(pytester):
+    pytester.makeini("[pytest]\nrllm_arrival = gamma:fast\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--rllm-arrival / rllm_arrival*"])
+
+
+def test_bad_cli_value_stops_before_anything_runs(pytester):
+    pytester.makepyfile("def test_x(): raise SystemExit('must not run')")
+    result = pytester.runpytest("--rllm-slo=ttft=fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --rllm-slo*expected a duration*"])
+
+
+def test_report_header_names_model_engine_hardware_and_optimizations(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--rllm-optimizations=spec-ngram", "--rllm-hardware-key=test-hw")
+    result.stdout.fnmatch_lines([
+        "rllm: model=pocket (embedded reasoning model) engine=server (*) hardware=test-hw",
+        "rllm: optimizations=baseline,spec-ngram dataset=procedural arrival=batch max_tokens=4096 seed=0",
+    ])
+
+
+FINDING_TESTS = """
+import warnings
+import pytest
+from pytest_rllm import FindingFlag
+from pytest_rllm.findings import evidence
+
+@pytest.mark.rllm_needs(("baseline", "main"))
+def test_holds(request):
+    '''The thing holds.'''
+    evidence(request, "ratio 2.0")
+
+@pytest.mark.rllm_needs(("baseline", "main"))
+def test_flagged(request):
+    '''The thing may not hold on small models.'''
+    warnings.warn(FindingFlag("slower by 10%"))
+"""
+
+
+def test_findings_are_summarised_and_flags_listed(pytester):
+    pytester.makepyfile(test_findings=FINDING_TESTS)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines([
+        "*= rllm =*",
+        "findings: 1 flagged, 1 holds.",
+        "FLAGGED test_findings.py::test_flagged: The thing may not hold on small models. -- flag: slower by 10%",
+        "Strict mode for gates: -W error::pytest_rllm.FindingFlag turns flags into failures.",
+    ])
+
+
+def test_strict_mode_turns_flags_into_failures(pytester):
+    pytester.makepyfile(test_findings=FINDING_TESTS)
+    result = pytester.runpytest("-W", "error::pytest_rllm.FindingFlag")
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_findings_survive_xdist(pytester):
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_findings=FINDING_TESTS)
+    result = pytester.runpytest("-n", "2")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["findings: 1 flagged, 1 holds."])
