@@ -181,8 +181,9 @@ def test_drive_the_mock_server_with_the_minimal_client(loop: str) -> None:
     assert result.finished == 40
     assert all(r.ok for r in records), [r.error for r in records if r.error]
     assert all(r.output_tokens == 5 for r in records)  # 3 reasoning + 2 answer chunks
-    # The mock's known TTFT (20 ms) is a floor for what the client sees.
-    assert min(r.t_first_token - r.t_sent for r in records) >= 0.02
+    # The mock's known TTFT (20 ms) is a floor for what the client sees; uvloop's
+    # timers have millisecond granularity and may fire up to 1 ms early.
+    assert min(r.t_first_token - r.t_sent for r in records) >= 0.019
     assert all(r.t_sent >= r.t_scheduled for r in records)
 
 
