@@ -175,6 +175,12 @@ class ChatClient:
                     continue
                 record.error = f"connection error: {type(exc).__name__}: {exc}"
                 return
+            except aiohttp.ClientPayloadError as exc:
+                # The stream broke after the response began (the server died mid-answer): not
+                # retried, since generation had started; without this the error escaped the
+                # record and cancelled the whole run.
+                record.error = f"stream broken: {type(exc).__name__}: {exc}"
+                return
             except asyncio.TimeoutError:
                 record.error = f"timeout: no complete answer within --rllm-request-timeout={self.options.request_timeout:g}s"
                 return

@@ -159,6 +159,11 @@ class RllmSession:
             self.outcomes[(label, workload)] = failed
             return failed
         self.need(label, workload)
+        problem = self._data_problem()
+        if problem is not None:
+            # A bad data set fails every run before an engine is started for nothing.
+            outcome = self.outcomes[(label, workload)] = _Outcome(failure=problem)
+            return outcome
         try:
             engine = self._engine_for(label)
         except PresetUnavailable as exc:
@@ -260,6 +265,15 @@ class RllmSession:
             self._loop = None
 
     # -- workloads -----------------------------------------------------------------
+    def _data_problem(self) -> str | None:
+        from pytest_rllm.workloads.datasets import DatasetError
+
+        try:
+            self.items()
+        except DatasetError as exc:
+            return f"--rllm-dataset: {exc}"
+        return None
+
     def items(self) -> list[Item]:
         if self._items is None:
             from pytest_rllm.workloads.datasets import load_items
@@ -325,10 +339,16 @@ class RllmSession:
         sampler.start()
         t0 = time.perf_counter()
         result.t_start = t0
+        timed_out = False
         try:
             cap = arrival_spec.cap(settings.max_concurrency)
-            self._loop_run(self._drive(engine, jobs, records, offsets, options, label, cap))
+            timed_out = self._loop_run(self._drive(engine, jobs, records, offsets, options, label, cap)).timed_out
         except KeyboardInterrupt:
+            # Keep what was collected (the report shows it), stop sampling, and let the interrupt unwind.
+            result.error = "interrupted"
+            result.t_end = time.perf_counter()
+            result.timelines = sampler.stop()
+            self.runs.append(result)
             raise
         except Exception as exc:  # a harness bug must not hide the records: keep them for the report
             result.error = f"run failed: {type(exc).__name__}: {exc}"
@@ -340,15 +360,20 @@ class RllmSession:
             if not nvml.available:
                 result.engine = {**result.engine, "gpu_memory": nvml.reason}
             nvml.close()
+        if timed_out:
+            result.error = f"the run exceeded --rllm-run-timeout={settings.run_timeout:g}s"
         unfinished = [r for r in records if r.t_done is None and r.error is None]
         for r in unfinished:
-            r.error = f"cancelled: the run exceeded --rllm-run-timeout={settings.run_timeout:g}s"
+            r.error = f"cancelled: {result.error or 'the run ended before this request finished'}"
         try:
+            # A server is also asked for /health: one that is alive but stopped answering is hung.
             engine.check_alive()
         except EngineDied as exc:
-            result.error = str(exc)
+            result.error = str(exc) if not result.error else f"{exc}\n(the run: {result.error})"
             self._engine, self._engine_label = None, None
             engine.stop()  # reap what is left of its process group
+        if not result.error and records and not any(r.ok for r in records):
+            result.error = f"every request failed; the first: {records[0].error}"
         self.runs.append(result)
         if result.error:
             kept = sum(1 for r in records if r.ok)
@@ -362,7 +387,9 @@ class RllmSession:
         last: dict[str, float] = {}
         for _ in range(10):
             text = engine.metrics_text()
-            values = parse_metrics(text) if text else {}
+            if not text:
+                return last  # no metrics, or an engine that stopped answering: don't wait on it 10 times
+            values = parse_metrics(text)
             if values and values.get("generation_tokens") == last.get("generation_tokens") and last:
                 return values
             last = values
@@ -378,7 +405,7 @@ class RllmSession:
         options: SamplingOptions,
         label: str,
         max_concurrency: int | None,
-    ) -> None:
+    ) -> Any:
         from pytest_rllm.workloads.driver import drive
 
         if engine.base_url is None:
@@ -401,9 +428,13 @@ class RllmSession:
             async def send(index: int, t_scheduled: float) -> None:
                 record = records[index]
                 record.t_scheduled = t_scheduled
+                if _process_exited(engine):
+                    # A dead server: fail at once instead of retrying a refused connection per request.
+                    record.error = "not sent: the engine process had exited"
+                    return
                 await client.send(jobs[index][0], record)
 
-            await drive(
+            return await drive(
                 list(range(len(records))),
                 offsets,
                 send,
@@ -417,6 +448,12 @@ class RllmSession:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(coro)
+
+
+def _process_exited(engine: Any) -> bool:
+    """True when the engine is a server process that has exited (cheap: no request is made)."""
+    proc = getattr(engine, "proc", None)
+    return proc is not None and proc.poll() is not None
 
 
 def resolve_model(model: str) -> str:

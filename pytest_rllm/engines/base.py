@@ -64,11 +64,26 @@ def engine_reason(log_text: str) -> str:
             return line
     for line in exceptions:
         if not _WRAPPERS.search(line):
-            return line
+            return _with_detail(line, log_text)
     if exceptions:
         return exceptions[-1]
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]
     return lines[-1] if lines else "(the engine printed nothing)"
+
+
+_VALIDATION = re.compile(r"\d+ validation errors? for \w+$")
+
+
+def _with_detail(line: str, log_text: str) -> str:
+    """pydantic puts the words on the line after "1 validation error for ModelConfig": add that line."""
+    if not _VALIDATION.search(line):
+        return line
+    lines = log_text.splitlines()
+    for i, raw in enumerate(lines):
+        if raw.strip().endswith(line):
+            detail = next((n.strip() for n in lines[i + 1 : i + 3] if n.strip()), "")
+            return f"{line}: {detail}" if detail else line
+    return line
 
 
 def is_unsupported(reason: str, log_text: str = "") -> bool:

@@ -65,6 +65,7 @@ class VllmServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
+        self._hung = False  # alive but not answering: stop() kills at once, a graceful stop would wait for nothing
 
     # -- lifecycle ---------------------------------------------------------
     def command(self) -> list[str]:
@@ -75,6 +76,8 @@ class VllmServer:
         return cmd + self.spec.server_flags()
 
     def start(self) -> None:
+        self._check_address_args()
+        self._check_port_free()
         env = platform.cpu_engine_env(self._env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.perf_counter()
@@ -101,6 +104,30 @@ class VllmServer:
             self.stop()
             raise
         self.startup_seconds = time.perf_counter() - t0
+
+    def _check_address_args(self) -> None:
+        # The address is the harness's: 127.0.0.1 keeps the server off the network, and the
+        # health check polls the port it chose. A pass-through --host would bind beyond loopback.
+        for arg in self.spec.extra_server_args:
+            if arg.split("=", 1)[0] in ("--host", "--port", "--uds"):
+                raise EngineStartError(
+                    f"--rllm-server-arg={arg}: the harness binds its servers to {HOST} on a free port itself; "
+                    f"drop this argument (to test a server on another address, start it yourself and pass --rllm-endpoint)."
+                )
+
+    def _check_port_free(self) -> None:
+        # A taken port fails now, in words, instead of after the engine's imports; and a
+        # foreign server on that port is never mistaken for ours when it answers /health.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+            try:
+                sock.bind((HOST, self.port))
+            except OSError as exc:
+                raise EngineStartError(
+                    f"vLLM server for preset {self.spec.preset!r}: port {self.port} on {HOST} is already in use "
+                    f"({exc.strerror}). Stop what listens there, or let the harness pick a free port.",
+                    reason=f"OSError: {exc.strerror}",
+                ) from None
 
     def _wait_healthy(self) -> None:
         assert self.proc is not None
@@ -139,7 +166,7 @@ class VllmServer:
     def stop(self, grace: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            _stop_group(proc, grace)
+            _stop_group(proc, 0.0 if self._hung else grace)
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
             # The group is gone, so the reaper exits by itself; don't leave it waiting.
@@ -157,13 +184,33 @@ class VllmServer:
         self.stop()
 
     # -- state ---------------------------------------------------------------
-    def check_alive(self) -> None:
+    def check_alive(self, health_timeout: float = 10.0) -> None:
+        """EngineDied if the process is gone, or alive but not answering /health (hung)."""
         if self.proc is None or self.proc.poll() is not None:
             code = None if self.proc is None else self.proc.returncode
+            if code is not None and code < 0:
+                # A signal from outside: the log's last line would only be some request's access log.
+                cause = (f"killed by {signal.Signals(-code).name} from outside the engine "
+                         f"(the kernel's OOM killer, a user, a job limit)")
+            else:
+                cause = f"Engine's reason: {engine_reason(_tail(self.log_path, 200))}"
             raise EngineDied(
-                f"vLLM server for preset {self.spec.preset!r} is gone (exit code {code}). "
-                f"Engine's reason: {engine_reason(_tail(self.log_path, 200))}\nLog: {self.log_path}"
+                f"vLLM server for preset {self.spec.preset!r} is gone (exit code {code}): {cause}\nLog: {self.log_path}"
             )
+        try:
+            with urllib.request.urlopen(self.base_url + "/health", timeout=health_timeout) as resp:
+                if resp.status == 200:
+                    return
+                problem = f"answered /health with HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            problem = f"answered /health with HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            problem = f"did not answer /health within {health_timeout:g}s ({getattr(exc, 'reason', exc)})"
+        self._hung = True
+        raise EngineDied(
+            f"vLLM server for preset {self.spec.preset!r} (pid {self.proc.pid}) is alive but hung: it {problem}. "
+            f"Its process group is killed.\nLog: {self.log_path}"
+        )
 
     def metrics_text(self) -> str | None:
         try:
@@ -186,9 +233,13 @@ class VllmServer:
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     pgid = proc.pid  # start_new_session made the server its group's leader
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    steps = ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)) if grace > 0 else ((signal.SIGKILL, 5.0),)
+    for sig, wait in steps:
         try:
             os.killpg(pgid, sig)
+            if sig == signal.SIGTERM:
+                # A stopped group (SIGSTOP, Ctrl-Z) would hold SIGTERM pending for the whole grace period.
+                os.killpg(pgid, signal.SIGCONT)
         except ProcessLookupError:
             break
         try:
