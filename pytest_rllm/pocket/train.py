@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(best_state)
         log["chosen"] = best
     else:
-        log["chosen"] = {"step": log["steps_done"], "note": "no eligible checkpoint; the last one is shipped"}
+        last = log["evals"][-1] if log["evals"] and log["evals"][-1]["step"] == log["steps_done"] else {}
+        log["chosen"] = {**last, "step": log["steps_done"], "note": "no eligible checkpoint; the last one is shipped"}
     log["chosen_no_thinking"] = {k: round(v, 4) for k, v in evaluate(model, tasks, False, torch).items()}
     save(model, Path(args.out), log, torch)
     print("chosen", json.dumps(log["chosen"]), flush=True)
