@@ -41,6 +41,10 @@ class MockConfig:
     reasoning_tokens: int = 8
     answer_tokens: int = 4
     answer: str = "42"  # the answer text's last token; the rest is filler
+    # vLLM sends the role chunk when the first output arrives, i.e. together
+    # with the first token; a client that stamps TTFT on the first chunk (vLLM's
+    # benchmark) needs that to be measured fairly. False: role chunk at once.
+    role_with_first_token: bool = False
 
 
 class MockState:
@@ -109,12 +113,16 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                       "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        await response.write(_chunk(rid, created, model, {"role": "assistant", "content": ""}))
+        role = _chunk(rid, created, model, {"role": "assistant", "content": ""})
+        if not config.role_with_first_token:
+            await response.write(role)
+            role = b""
         # Deadlines from t0, not sleeps chained one after another, so the
         # server's own scheduling delay does not pile up over a long reply.
         for k, (kind, text) in enumerate(pieces):
             await _sleep_until(t0 + config.ttft + k * config.itl)
-            await response.write(_chunk(rid, created, model, {kind: text}))
+            await response.write(role + _chunk(rid, created, model, {kind: text}))
+            role = b""
             state.generation_tokens += 1
         await response.write(_chunk(rid, created, model, {}, finish))
         options = payload.get("stream_options") or {}
@@ -185,7 +193,8 @@ async def serve(config: MockConfig | None = None, port: int = 0) -> AsyncIterato
 
 
 async def _main(args: argparse.Namespace) -> None:
-    config = MockConfig(ttft=args.ttft, itl=args.itl, reasoning_tokens=args.reasoning_tokens, answer_tokens=args.answer_tokens)
+    config = MockConfig(ttft=args.ttft, itl=args.itl, reasoning_tokens=args.reasoning_tokens, answer_tokens=args.answer_tokens,
+                        role_with_first_token=args.role_with_first_token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--itl", type=float, default=0.005)
     parser.add_argument("--reasoning-tokens", type=int, default=8)
     parser.add_argument("--answer-tokens", type=int, default=4)
+    parser.add_argument("--role-with-first-token", action="store_true",
+                        help="send the role chunk with the first token, as vLLM does (default: at once)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="exit after this long, whatever happens")
     parser.add_argument("--exit-on-stdin-eof", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")

@@ -89,6 +89,10 @@ class InProcessEngine:
                     except queue.Empty:
                         break
                     if job is None:
+                        # Stopped with requests in flight: end them now rather than at their timeout.
+                        stopped = RuntimeError("the in-process engine was stopped")
+                        for loop, q in sinks.values():
+                            loop.call_soon_threadsafe(q.put_nowait, (time.perf_counter(), stopped))
                         return
                     if job[0] == "abort":
                         # Aborts go through the step thread: the engine is not thread-safe.
@@ -104,14 +108,20 @@ class InProcessEngine:
                     continue
                 outputs = engine.step()
                 now = time.perf_counter()
+                # One wake-up of each event loop per step, not one per request:
+                # every call_soon_threadsafe writes the loop's self-pipe, and the
+                # loop's work competes with this thread for the GIL.
+                batches: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
                 for out in outputs:
                     sink = sinks.get(out.request_id)
                     if sink is None:
                         continue
                     loop, q = sink
-                    loop.call_soon_threadsafe(q.put_nowait, (now, out))
+                    batches.setdefault(loop, []).append((q, (now, out)))
                     if out.finished:
                         sinks.pop(out.request_id, None)
+                for loop, batch in batches.items():
+                    loop.call_soon_threadsafe(_deliver, batch)
         except BaseException as exc:  # surface to every waiting request
             self._error = exc
             for loop, q in sinks.values():
@@ -150,6 +160,15 @@ class InProcessEngine:
             "model": self.spec.model,
             "startup_seconds": self.startup_seconds,
         }
+
+
+_TIMED_OUT = object()  # posted by a request's watchdog at its deadline
+
+
+def _deliver(batch: list[tuple[Any, ...]]) -> None:
+    """Runs on the event loop: hands one engine step's outputs to their requests."""
+    for q, item in batch:
+        q.put_nowait(item)
 
 
 class _InProcessClient:
@@ -199,19 +218,27 @@ class _InProcessClient:
         engine._submit.put(("add", request_id, prompt_ids, self._params, (loop, q)))
         engine._wake.set()
         deadline = record.t_sent + self.options.request_timeout
+        # One watchdog timer per request, re-armed each second, instead of a
+        # wait_for (a new task and timer) per token: it ends the wait at the
+        # deadline, or when the step thread died and no output will ever come.
+        watchdog: list[asyncio.TimerHandle] = []
+
+        def watch() -> None:
+            now = time.perf_counter()
+            thread = engine._thread
+            if engine._error is not None or thread is None or not thread.is_alive():
+                q.put_nowait((now, engine._error or RuntimeError("the engine's step thread is not running")))
+            elif now >= deadline:
+                q.put_nowait((now, _TIMED_OUT))
+            else:
+                watchdog[:] = [loop.call_later(min(1.0, deadline - now), watch)]
+
+        watchdog.append(loop.call_later(min(1.0, max(0.0, deadline - time.perf_counter())), watch))
         try:
             while True:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                now, out = await q.get()
+                if out is _TIMED_OUT:
                     raise asyncio.TimeoutError
-                try:
-                    # Wake up now and then: if the step thread died, no output will ever come.
-                    now, out = await asyncio.wait_for(q.get(), min(remaining, 1.0))
-                except asyncio.TimeoutError:
-                    if engine._error is not None:
-                        record.error = f"engine error: {type(engine._error).__name__}: {engine._error}"
-                        return
-                    continue
                 if isinstance(out, BaseException):
                     record.error = f"engine error: {type(out).__name__}: {out}"
                     return
@@ -237,6 +264,8 @@ class _InProcessClient:
             engine._submit.put(("abort", request_id))
             engine._wake.set()
         finally:
+            for handle in watchdog:
+                handle.cancel()
             reasoning, answer = splitter.flush()
             record.reasoning_text = "".join(reasoning_parts) + reasoning
             record.answer_text = "".join(answer_parts) + answer

@@ -15,6 +15,13 @@ from pytest_rllm.telemetry.prometheus import parse_metrics
 
 Timelines = dict[str, list[tuple[float, float]]]
 
+# At most this share of wall time is spent scraping. Rendering /metrics costs
+# the server CPU that its engine needs: on 2 shared cores, 10 scrapes a second
+# measured ~20% fewer output tok/s than none (benchmarks/client_overhead.py
+# --telemetry-off), and vLLM's own benchmark client scrapes nothing. So the
+# interval stretches to 1/MAX_DUTY times the last scrape's duration.
+MAX_DUTY = 0.05
+
 
 class TelemetrySampler:
     def __init__(self, metrics_text: Callable[[], str | None], interval: float, nvml: NvmlMemory | None = None) -> None:
@@ -45,8 +52,10 @@ class TelemetrySampler:
     def _run(self) -> None:
         next_at = time.perf_counter()
         while not self._stop.is_set():
+            began = time.perf_counter()
             self.sample_once()
-            next_at += self.interval
+            took = time.perf_counter() - began
+            next_at += max(self.interval, took / MAX_DUTY)
             delay = next_at - time.perf_counter()
             if delay < 0:  # a slow scrape: skip ahead instead of bursting
                 next_at = time.perf_counter()
