@@ -33,6 +33,7 @@ def self_drafting(run) -> bool:
     return bool(draft) and Path(str(draft)) == Path(str(run.engine.get("spec", {}).get("model")))
 
 
+@CPU_SPEC_DECODING_BUG
 @pytest.mark.parametrize("preset", params)
 def test_speculative_decoding_lowers_e2e(rllm_run, rllm_settings, request, preset):
     """Speculative decoding's median E2E is at most baseline's."""

@@ -19,8 +19,10 @@ Timelines = dict[str, list[tuple[float, float]]]
 # the server CPU that its engine needs: on 2 shared cores, 10 scrapes a second
 # measured ~20% fewer output tok/s than none (benchmarks/client_overhead.py
 # --telemetry-off), and vLLM's own benchmark client scrapes nothing. So the
-# interval stretches to 1/MAX_DUTY times the last scrape's duration.
-MAX_DUTY = 0.05
+# interval stretches to 1/MAX_DUTY times the last scrape's duration. Not further:
+# a scrape's duration is mostly queueing behind the streams on a busy server, and
+# at 5% a 2.6 s run kept 4 samples, too few for the memory findings.
+MAX_DUTY = 0.5
 
 
 class TelemetrySampler:
