@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         "startup_timeout": "600s",
     })
     session = RllmSession(settings, log_dir=scratch)
-    deadline = time.monotonic() + args.minutes * 60
     totals = {"sent": 0, "completed": 0, "failed": 0, "lost": 0}
     rss: list[float] = []
     print(f"soak: model={model} rate={args.rate:g}/s burstiness={args.burstiness:g} window={args.window:g}s "
@@ -107,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         engine = session._engine_for("baseline")
         print(f"engine up in {time.perf_counter() - t0:.1f}s at {engine.base_url}", flush=True)
+        deadline = time.monotonic() + args.minutes * 60  # the load time, not counting the engine's start
         rss_start = rss_mib()
         window = 0
         while time.monotonic() < deadline:
