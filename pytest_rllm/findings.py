@@ -26,8 +26,7 @@ from pytest_rllm import FindingFlag
 THRESHOLDS: dict[str, tuple[float, str]] = {
     "accuracy_points": (10.0, "an optimization may lose at most this many accuracy points against baseline (paired, 95%)"),
     "reasoning_gain_points": (5.0, "with thinking, accuracy beats the plain (no-thinking) reference by more than this many points"),
-    "kv_mean_ratio": (1.5, "mean KV-cache usage of the reasoning run over the plain reference run, at least"),
-    "kv_peak_ratio": (1.5, "peak KV-cache usage of the reasoning run over the plain reference run, at least"),
+    "kv_area_ratio": (2.0, "KV-cache memory-time (usage x seconds) of the reasoning run over the plain reference run, at least"),
     "kv_cv": (0.3, "coefficient of variation of KV-cache usage during the reasoning run, at least"),
     "makespan_over_median": (1.2, "batch makespan over the median request's E2E, at least (stragglers dominate)"),
     "length_tail_ratio": (1.5, "output length p99 over p50, at least"),

@@ -360,10 +360,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     all_timings = [timings] if runs else []
     parts_dir = getattr(config, "_rllm_parts_dir", None)
     if parts_dir:
+        import shutil
+
         for part in sorted(Path(parts_dir).glob("*.json")):
             data = json.loads(part.read_text())
             runs.extend(data.get("runs") or [])
             all_timings.append((data.get("meta") or {}).get("timings") or {})
+        shutil.rmtree(parts_dir, ignore_errors=True)
     checks = config.stash.get(CHECKS_KEY, [])
     findings = _with_flags(config.stash.get(FINDINGS_KEY, []), config.stash.get(FLAGS_KEY, {}))
     config.stash[MERGED_KEY] = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings}

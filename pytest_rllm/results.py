@@ -41,7 +41,12 @@ def timeline_stats(points: Timeline, prefix: str) -> dict[str, float]:
         return {}
     arr = np.asarray(values, dtype=float)
     mean = float(arr.mean())
+    times = np.asarray([t for t, _ in points], dtype=float)
+    # Usage x seconds (trapezoid): how much memory-time the run held. A closed
+    # batch's mean hides how long it held memory; the area does not.
+    area = float(np.sum((arr[1:] + arr[:-1]) * np.diff(times)) / 2.0) if len(arr) > 1 else 0.0
     return {
+        f"{prefix}_area": area,
         f"{prefix}_mean": mean,
         f"{prefix}_peak": float(arr.max()),
         f"{prefix}_min": float(arr.min()),

@@ -306,7 +306,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_concurrency", parse_positive_int, None, "Cap on requests in flight, combined with the arrival process.", "N"),
     Option("slo", parse_slo, (), "Service-level objectives for goodput, e.g. ttft=2s,tpot=100ms.", "METRIC=DURATION"),
     Option("accuracy", parse_accuracy, "builtin", "How accuracy is scored: builtin, or lm-eval:TASKS to also run lm-eval tasks against the engine.", "builtin|lm-eval:TASKS"),
-    Option("threshold", parse_thresholds, (), "Override a finding check's threshold, e.g. accuracy_points=5,kv_mean_ratio=2 (names and defaults: README, Finding thresholds).", "NAME=VALUE"),
+    Option("threshold", parse_thresholds, (), "Override a finding check's threshold, e.g. accuracy_points=5,kv_area_ratio=3 (names and defaults: README, Finding thresholds).", "NAME=VALUE"),
     Option("metrics_interval", parse_duration, 0.1, "How often the engine's /metrics and NVML are sampled.", "DURATION"),
     Option("baseline_dir", parse_text, None, "Root of stored baselines (default: baselines/ at the rootdir).", "DIR"),
     Option("update_baselines", parse_update_mode, "none", "Write baselines: bare flag writes missing or out-of-tolerance entries; =all rewrites everything.", "[changed|all]", flag_value="changed"),
