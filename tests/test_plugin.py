@@ -68,9 +68,11 @@ def test_flagged(request):
 """
 
 
+# Subprocesses: an in-process engine test earlier in the session imports vLLM,
+# which reroutes warnings, and in-process pytester runs would then see no flag.
 def test_findings_are_summarised_and_flags_listed(pytester):
     pytester.makepyfile(test_findings=FINDING_TESTS)
-    result = pytester.runpytest()
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines([
         "*= rllm =*",
@@ -82,13 +84,13 @@ def test_findings_are_summarised_and_flags_listed(pytester):
 
 def test_strict_mode_turns_flags_into_failures(pytester):
     pytester.makepyfile(test_findings=FINDING_TESTS)
-    result = pytester.runpytest("-W", "error::pytest_rllm.FindingFlag")
+    result = pytester.runpytest_subprocess("-W", "error::pytest_rllm.FindingFlag")
     result.assert_outcomes(passed=1, failed=1)
 
 
 def test_findings_survive_xdist(pytester):
     pytest.importorskip("xdist")
     pytester.makepyfile(test_findings=FINDING_TESTS)
-    result = pytester.runpytest("-n", "2")
+    result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(["findings: 1 flagged, 1 holds."])
