@@ -165,6 +165,29 @@ def newcombe_paired_interval(
     return (diff, max(-1.0, diff - dl), min(1.0, diff + du))
 
 
+# -- two independent proportions ----------------------------------------------
+def newcombe_interval(
+    a_successes: int, a_n: int, b_successes: int, b_n: int, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Interval for ``p_B - p_A`` when A and B are different items (e.g. two domains).
+
+    Newcombe's hybrid score interval for independent proportions (Newcombe
+    1998, method 10): the two Wilson intervals combined. Like the paired form it
+    stays honest at small n and at 0% / 100%. Returns (diff, low, high).
+    """
+    if a_n <= 0 or b_n <= 0:
+        raise ValueError(f"newcombe_interval needs items on both sides, got a_n={a_n}, b_n={b_n}")
+    pa, pb = a_successes / a_n, b_successes / b_n
+    la, ua = wilson_interval(a_successes, a_n, confidence)
+    lb, ub = wilson_interval(b_successes, b_n, confidence)
+    diff = pb - pa
+    return (
+        diff,
+        max(-1.0, diff - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)),
+        min(1.0, diff + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)),
+    )
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The answer to "is B's accuracy within T points of A's?", with its numbers."""

@@ -12,6 +12,7 @@ from pytest_rllm.stats import (
     accuracy_within,
     mcnemar,
     mean_interval,
+    newcombe_interval,
     newcombe_paired_interval,
     paired_bootstrap_diff,
     percentile,
@@ -119,6 +120,31 @@ def test_newcombe_paired_interval_covers_at_the_nominal_rate() -> None:
         _, low, high = newcombe_paired_interval(a, b)
         cover += low <= true_diff <= high
     assert 0.93 <= cover / reps <= 0.975
+
+
+# -- Newcombe interval, independent samples ----------------------------------------
+def test_newcombe_interval_matches_the_published_example_and_is_antisymmetric() -> None:
+    # Newcombe (1998), Table II example (56/70 vs 48/80): difference 0.2, method-10
+    # interval 0.0524 to 0.3339 for p1 - p2; our B - A puts 56/70 as B.
+    diff, low, high = newcombe_interval(48, 80, 56, 70)
+    assert diff == pytest.approx(0.2)
+    assert (low, high) == pytest.approx((0.0524, 0.3339), abs=5e-4)
+    assert newcombe_interval(56, 70, 48, 80) == pytest.approx((-diff, -high, -low))
+    # At the edges it stays inside [-1, 1] and still has width.
+    d, lo, hi = newcombe_interval(0, 25, 25, 25)
+    assert d == 1.0 and 0.0 < lo < 1.0 and hi == 1.0
+    with pytest.raises(ValueError, match="items on both sides"):
+        newcombe_interval(0, 0, 1, 2)
+
+
+def test_newcombe_interval_covers_at_the_nominal_rate() -> None:
+    rng = np.random.default_rng(3)
+    n, reps, pa, pb = 25, 2000, 0.2, 0.35
+    cover = 0
+    for _ in range(reps):
+        _, low, high = newcombe_interval(int(rng.binomial(n, pa)), n, int(rng.binomial(n, pb)), n)
+        cover += low <= pb - pa <= high
+    assert 0.93 <= cover / reps <= 0.98
 
 
 # -- the verdict -------------------------------------------------------------------
