@@ -26,7 +26,6 @@ import asyncio
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 

@@ -621,7 +621,7 @@ def _overview_table(runs: Sequence[Mapping[str, Any]]) -> str:
             acc += f" [{_pct(s.get('accuracy_low'))}, {_pct(s.get('accuracy_high'))}]"
         name = run_name(r)
         swatch = f'<span style="display:inline-block;width:10px;height:10px;background:{colors[name]};margin-right:6px"></span>'
-        cells = [swatch + _esc(name) + (f' <span class="verdict failed">run failed</span>' if r.get("error") else ""),
+        cells = [swatch + _esc(name) + (' <span class="verdict failed">run failed</span>' if r.get("error") else ""),
                  _esc(r.get("preset", "")), _esc(r.get("workload", ""))]
         nums = [_fmt(s.get("requests"), "{:.0f}"), _fmt(s.get("completed"), "{:.0f}"), acc,
                 _fmt(s.get("ttft_p50")) + " s", _fmt(s.get("ttfvt_p50")) + " s", _fmt(s.get("e2e_p50")) + " s",

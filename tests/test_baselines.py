@@ -209,7 +209,7 @@ def test_a_dropped_metric_is_removed_only_by_update_all(project: pytest.Pytester
     # ...so the next plain run still fails on it, pointing at =all.
     result = run(project)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*e2e_p50*missing: in the baseline but not produced by the test*"])
+    result.stdout.fnmatch_lines(["*e2e_p50*missing: in the baseline but not produced by the test*"])
     run(project, f"{UPDATE_FLAG}=all").assert_outcomes(passed=1)
     assert "e2e_p50" not in json.loads((project.path / REL_PATH).read_text())["metrics"]
     run(project).assert_outcomes(passed=1)

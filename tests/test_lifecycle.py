@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import processes_with, wait_until
+
 pytestmark = pytest.mark.engine
 
 TEST_FILE = '''
@@ -40,29 +42,6 @@ def test_uses_an_engine(rllm_run):
     run = rllm_run("baseline", "main")
     assert run.summary()["completed"] == 4
 '''
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and " -m pytest " not in cmdline:  # the runner itself names the model too
-            found.append(int(proc.name))
-    return found
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture

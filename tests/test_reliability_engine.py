@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import processes_with, wait_until
+
 pytestmark = pytest.mark.engine
 
 REQUEST_TIMEOUT = 10
@@ -131,29 +133,6 @@ def _group_alive(pgid):
         return False
     return True
 '''
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and " -m pytest " not in cmdline:
-            found.append(int(proc.name))
-    return found
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ no engine is needed to test the files.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

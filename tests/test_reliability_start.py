@@ -19,25 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from processes import processes_with
+
 from pytest_rllm.engines.base import EngineStartError
 from pytest_rllm.engines.server import HOST, VllmServer
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.session import RllmSession, RunFailed
 from pytest_rllm.settings import RllmSettings
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(proc.name))
-    return found
 
 
 @pytest.fixture
