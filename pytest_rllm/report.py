@@ -117,7 +117,9 @@ def check_lines(check: Mapping[str, Any]) -> list[str]:
     action = check.get("action", "compared")
     if not check.get("failed") and not check.get("flagged") and action == "compared":
         return []
-    if check.get("failed"):
+    if check.get("failed") and check.get("xfail"):
+        head = f"XFAIL ({check['xfail']})"
+    elif check.get("failed"):
         head = "FAILED"
     elif action in ("created", "updated", "rewritten"):
         head = action.upper()
@@ -143,10 +145,10 @@ def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[st
     if checks:
         counts: dict[str, int] = {}
         for c in checks:
-            key = "failed" if c.get("failed") else c.get("action") if c.get("action") != "compared" else (
-                "flagged" if c.get("flagged") else "passed")
+            key = ("xfailed" if c.get("xfail") else "failed") if c.get("failed") else (
+                c.get("action") if c.get("action") != "compared" else "flagged" if c.get("flagged") else "passed")
             counts[key] = counts.get(key, 0) + 1
-        order = ("passed", "flagged", "created", "updated", "rewritten", "failed")
+        order = ("passed", "flagged", "created", "updated", "rewritten", "xfailed", "failed")
         parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
         lines.append("baseline checks: " + ", ".join(parts) + ".")
         for c in sorted(checks, key=lambda c: str(c.get("nodeid"))):

@@ -362,3 +362,18 @@ def test_named_checks_get_their_own_files_and_a_repeat_is_an_error(tmp_path: Pat
     assert [key for key, _ in props] == [USER_PROPERTY, USER_PROPERTY]
     with pytest.raises(ValueError, match="name="):
         check.check({"a": 1.0}, name="latency")
+
+
+def test_an_xfailed_baseline_check_is_reported_as_xfail_in_the_rllm_section(project: pytest.Pytester) -> None:
+    run(project, UPDATE_FLAG).assert_outcomes(passed=1)
+    write_values(project, perturbed(e2e_p50=30.0))
+    project.makeconftest(
+        "import pytest\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    for item in items:\n"
+        "        item.add_marker(pytest.mark.xfail(reason='known engine issue'))\n"
+    )
+    result = run(project)
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(["baseline checks: 1 xfailed.", "XFAIL (known engine issue) *test_serving_metrics*"])
+    result.stdout.no_fnmatch_line("FAILED *")

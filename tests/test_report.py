@@ -108,6 +108,15 @@ def test_summary_has_a_line_per_configuration_then_the_notable_checks(runs: list
     assert lines[-1].startswith("If the new values are right") and "--rllm-update-baselines" in lines[-1]
 
 
+def test_an_expected_failure_is_counted_as_xfailed_not_failed(runs: list[dict], checks: list[dict]) -> None:
+    slower = next(c for c in checks if c["nodeid"].endswith("test_slower"))
+    slower["xfail"] = "known engine issue"
+    lines = summary_lines(runs, checks)
+    assert lines[3] == "baseline checks: 1 passed, 1 flagged, 1 xfailed."
+    assert "XFAIL (known engine issue) suites/test_x.py::test_slower" in "\n".join(lines)
+    assert not any(line.startswith(("FAILED", "If the new values are right")) for line in lines)
+
+
 def test_json_report_round_trips_and_merges_worker_parts(tmp_path: Path, runs: list[dict], checks: list[dict]) -> None:
     runs[0]["summary"]["ttft_p99"] = float("nan")  # NaN must become null, never invalid JSON
     path = write_json_report(tmp_path / "report.json", runs, checks, {"model": "pocket"})
