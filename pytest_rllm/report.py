@@ -272,7 +272,7 @@ EVIDENCE_PROPERTY = "rllm_evidence"  # item.user_properties: numbers behind the 
 
 
 def finding(claim: str, verdict: str, evidence: str = "", nodeid: str = "") -> dict[str, str]:
-    """One row of the findings table. verdict: holds | flagged | fails | skipped | error."""
+    """One row of the findings table. verdict: holds | flagged | fails | xfail | skipped | error."""
     return {"claim": claim, "verdict": verdict, "evidence": evidence, "nodeid": nodeid}
 
 
@@ -283,7 +283,7 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
     verdict comes from the call phase (or a setup phase that skipped or
     errored): passed -> "holds", or "flagged" when `flags` (the messages of
     FindingFlag warnings the test raised) is not empty; failed -> "fails";
-    skipped -> "skipped"; a setup error -> "error". Evidence is the test's
+    an xfailed test -> "xfail"; skipped -> "skipped"; a setup error -> "error". Evidence is the test's
     EVIDENCE_PROPERTY entries, then the flag messages, then the failure or skip reason.
     """
     props = list(getattr(report, "user_properties", None) or [])
@@ -293,7 +293,15 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
         return None
     evidence = [str(v) for k, v in props if k == EVIDENCE_PROPERTY]
     evidence.extend(f"flag: {f}" for f in flags)
-    if getattr(report, "skipped", False):
+    xfail = getattr(report, "wasxfail", None)
+    if xfail is not None and getattr(report, "skipped", False):
+        # An expected failure (a known engine issue): the reason, then what failed.
+        verdict = "xfail"
+        text = str(getattr(report, "longreprtext", "") or "")
+        message = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+        evidence.append(f"expected failure ({xfail or 'no reason given'})")
+        evidence.append("\n".join(message[:12]))
+    elif getattr(report, "skipped", False):
         verdict = "skipped"
         longrepr = getattr(report, "longrepr", None)
         reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
@@ -599,7 +607,7 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f4f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{font-weight:bold;border-radius:3px;padding:1px 6px;color:#fff}
 .holds,.passed,.compared{background:#1b7f3b}.fails,.failed,.error{background:#b42318}
-.flagged,.improved,.kept{background:#b26b00}.skipped{background:#6b7280}
+.flagged,.improved,.kept{background:#b26b00}.skipped,.xfail{background:#6b7280}
 .created,.updated,.rewritten{background:#0072B2}
 .grid-plots{display:flex;flex-wrap:wrap;gap:10px}
 svg.plot{border:1px solid #e5e7eb;background:#fff}

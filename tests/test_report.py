@@ -242,6 +242,11 @@ def test_findings_come_from_real_test_reports(pytester: pytest.Pytester) -> None
             record_property("rllm_claim", "FP8 E5M2 keeps GSM8K accuracy")
             pytest.skip("the engine rejected kv-fp8-e5m2 on this hardware: no AVX-512")
 
+        @pytest.mark.xfail(reason="known engine issue: corrupted outputs")
+        def test_known_issue(record_property):
+            record_property("rllm_claim", "Speculative decoding keeps accuracy")
+            assert 0.02 >= 0.5, "accuracy 2% vs 61%"
+
         def test_not_a_finding():
             pass
     """)
@@ -250,12 +255,16 @@ def test_findings_come_from_real_test_reports(pytester: pytest.Pytester) -> None
 
     rows = [f for r in reprec.getreports("pytest_runtest_logreport") for f in [finding_from_report(r)] if f]
     by_claim = {f["claim"]: f for f in rows}
-    assert len(rows) == 3
+    assert len(rows) == 4
     assert by_claim["Speculative decoding lowers E2E time"]["verdict"] == "holds"
     assert by_claim["Speculative decoding lowers E2E time"]["evidence"] == "e2e_p50 1.40 s -> 1.12 s"
     assert by_claim["FP8 KV cache keeps accuracy"]["verdict"] == "fails"
     assert "beyond 5pt" in by_claim["FP8 KV cache keeps accuracy"]["evidence"]
     assert by_claim["FP8 E5M2 keeps GSM8K accuracy"]["verdict"] == "skipped"
     assert "no AVX-512" in by_claim["FP8 E5M2 keeps GSM8K accuracy"]["evidence"]
+    known = by_claim["Speculative decoding keeps accuracy"]
+    assert known["verdict"] == "xfail"
+    assert "expected failure (known engine issue: corrupted outputs)" in known["evidence"]
+    assert "accuracy 2% vs 61%" in known["evidence"]
     passed = next(r for r in reprec.getreports("pytest_runtest_logreport") if r.nodeid.endswith("test_holds") and r.when == "call")
     assert finding_from_report(passed, flags=["prefix caching added 8% TTFVT"])["verdict"] == "flagged"
