@@ -35,7 +35,8 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "spec_e2e_ratio": (1.0, "speculative decoding's E2E p50 over baseline's, at most"),
     "spec_acceptance_self_draft": (0.9, "acceptance rate when the model drafts for itself, at least"),
     "prefix_hit_rate": (0.0, "prefix-cache hit rate with caching on, above"),
-    "slowdown_ratio": (1.0, "an optimization's output throughput over baseline's below this is flagged as slower"),
+    # 0.9, not 1.0: one run's throughput moves a few percent by itself (int8 read x0.979 in a run where it was not slower).
+    "slowdown_ratio": (0.9, "an optimization's output throughput over baseline's below this is flagged as slower"),
 }
 
 
