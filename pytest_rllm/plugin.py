@@ -311,12 +311,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if config is None:
         return
     from pytest_rllm.baselines import outcomes_from_user_properties
-    from pytest_rllm.report import finding_from_report
+    from pytest_rllm.report import expected_failure, finding_from_report
 
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcomes = outcomes_from_user_properties(report.user_properties)
-        xfail = getattr(report, "wasxfail", None)
-        if xfail is not None and report.skipped:
+        xfail = expected_failure(report)
+        if xfail is not None:
             # An expected failure (a known engine issue): reported as such, not as a failed check.
             for outcome in outcomes:
                 outcome["xfail"] = xfail or "expected failure"

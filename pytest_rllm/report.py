@@ -276,6 +276,18 @@ def finding(claim: str, verdict: str, evidence: str = "", nodeid: str = "") -> d
     return {"claim": claim, "verdict": verdict, "evidence": evidence, "nodeid": nodeid}
 
 
+def expected_failure(report: Any) -> str | None:
+    """The xfail reason ("" when none was given) of an xfailed test's report, else None."""
+    xfail = getattr(report, "wasxfail", None)
+    return None if xfail is None or not getattr(report, "skipped", False) else str(xfail)
+
+
+def _assertion_message(report: Any) -> str:
+    # The "E   " lines are the assertion message; the traceback above them is noise here.
+    text = str(getattr(report, "longreprtext", "") or "")
+    return "\n".join([line[1:].strip() for line in text.splitlines() if line.startswith("E ")][:12])
+
+
 def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str] | None:
     """The findings-table row for a TestReport (duck-typed), or None when it is not a finding's verdict.
 
@@ -293,14 +305,12 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
         return None
     evidence = [str(v) for k, v in props if k == EVIDENCE_PROPERTY]
     evidence.extend(f"flag: {f}" for f in flags)
-    xfail = getattr(report, "wasxfail", None)
-    if xfail is not None and getattr(report, "skipped", False):
+    xfail = expected_failure(report)
+    if xfail is not None:
         # An expected failure (a known engine issue): the reason, then what failed.
         verdict = "xfail"
-        text = str(getattr(report, "longreprtext", "") or "")
-        message = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
         evidence.append(f"expected failure ({xfail or 'no reason given'})")
-        evidence.append("\n".join(message[:12]))
+        evidence.append(_assertion_message(report))
     elif getattr(report, "skipped", False):
         verdict = "skipped"
         longrepr = getattr(report, "longrepr", None)
@@ -309,9 +319,7 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
     elif getattr(report, "failed", False):
         verdict = "fails" if when == "call" else "error"
         text = str(getattr(report, "longreprtext", "") or "")
-        # The "E   " lines are the assertion message; the traceback above them is noise here.
-        message = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
-        evidence.append("\n".join(message[:12]) or (text.splitlines() or [""])[-1])
+        evidence.append(_assertion_message(report) or (text.splitlines() or [""])[-1])
     else:
         verdict = "flagged" if flags else "holds"
     return finding(claims[-1], verdict, "\n".join(e for e in evidence if e), str(getattr(report, "nodeid", "")))

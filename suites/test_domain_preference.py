@@ -27,12 +27,14 @@ def test_reasoning_beats_the_plain_reference_overall(rllm_run, reference_run, rl
 
 
 def per_domain(run):
+    """Accuracy cells by domain, and each domain's mean output length in tokens (NaN when none finished)."""
     cells = domain_table(run)
     lengths = {}
     for r in run.records:
         if r.ok:
             lengths.setdefault(r.domain, []).append(float(r.output_tokens))
-    return cells, lengths
+    mean_lengths = {name: sum(v) / len(v) if (v := lengths.get(name)) else float("nan") for name in cells}
+    return cells, mean_lengths
 
 
 @pytest.mark.rllm_needs(("baseline", "main"))
@@ -40,12 +42,10 @@ def test_accuracy_differs_by_domain(rllm_run, request):
     """Accuracy differs between domains (chi-square test of homogeneity, p < 0.05); inconclusive otherwise."""
     from scipy.stats import chi2_contingency
 
-    cells, _ = per_domain(rllm_run("baseline", "main"))
-    _, lengths = per_domain(rllm_run("baseline", "main"))
+    cells, mean_lengths = per_domain(rllm_run("baseline", "main"))
     for name, cell in cells.items():
-        mean_len = sum(lengths.get(name, [0.0])) / max(len(lengths.get(name, [])), 1)
         evidence(request, f"{name}: accuracy {fmt(cell['accuracy'], '.1%')} [{fmt(cell['wilson_low'], '.1%')}, "
-                          f"{fmt(cell['wilson_high'], '.1%')}] n={cell['n']}, mean output {mean_len:.0f} tokens")
+                          f"{fmt(cell['wilson_high'], '.1%')}] n={cell['n']}, mean output {mean_lengths[name]:.0f} tokens")
     if len(cells) < 2:
         pytest.skip(f"the data set has one domain ({', '.join(cells)}): nothing to compare")
     table = [[c["correct"], c["n"] - c["correct"]] for c in cells.values()]
@@ -66,15 +66,14 @@ def test_domain_accuracy_and_ranking_match_baseline(rllm_run, rllm_baseline, req
 
     from pytest_rllm.stats import newcombe_interval
 
-    cells, lengths = per_domain(rllm_run("baseline", "main"))
+    cells, mean_lengths = per_domain(rllm_run("baseline", "main"))
     ranked = sorted(cells, key=lambda name: -cells[name]["accuracy"])
     evidence(request, "ranking: " + " > ".join(f"{name} {fmt(cells[name]['accuracy'], '.0%')}" for name in ranked))
     metrics = {}
     tolerances = {}
     for name, cell in cells.items():
         metrics[f"accuracy.{name}"] = Measurement.proportion(cell["correct"], cell["n"])
-        values = lengths.get(name) or [float("nan")]
-        metrics[f"output_tokens_mean.{name}"] = Measurement(sum(values) / len(values), better="none")
+        metrics[f"output_tokens_mean.{name}"] = Measurement(mean_lengths[name], better="none")
         tolerances[f"output_tokens_mean.{name}"] = "25%"
     # The ranking as pairwise gaps with intervals, not as rank numbers: with ~25
     # items a domain, neighbours swap places from run to run by chance (a rank
