@@ -44,6 +44,7 @@ class InProcessEngine:
         for key, value in platform.cpu_engine_env({}).items():
             os.environ.setdefault(key, value)
         t0 = time.perf_counter()
+        _guard_llvmlite_for_kernel_scan()
         try:
             from vllm import LLM
 
@@ -269,3 +270,24 @@ class _InProcessClient:
             reasoning, answer = splitter.flush()
             record.reasoning_text = "".join(reasoning_parts) + reasoning
             record.answer_text = "".join(answer_parts) + answer
+
+
+def _guard_llvmlite_for_kernel_scan() -> None:
+    """Let a second in-process engine start after numba was loaded (by the ngram proposer).
+
+    vLLM 0.32's CPU platform registers kernel overrides at each worker start
+    by scanning every loaded module's attributes and calling vars() on them.
+    llvmlite's `ffi.lib` (loaded with numba) has __slots__ and a __getattr__
+    that wraps any name, "__dict__" included, so vars() returns a function
+    wrapper and the scan fails with "AttributeError: '_lib_fn_wrapper' object
+    has no attribute 'get'": every in-process engine started after spec-ngram
+    failed so. A server engine is a fresh process each time and never meets it.
+    Seeding the wrapper's name table with an empty "__dict__" makes vars()
+    return {} for it; llvmlite never looks that name up itself.
+    """
+    import sys
+
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    table = getattr(getattr(ffi, "lib", None), "_fntab", None)
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})
