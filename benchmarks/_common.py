@@ -112,7 +112,8 @@ def ratio(a: float, b: float) -> float:
 
 @contextlib.contextmanager
 def mock_server(*, ttft: float, itl: float, reasoning_tokens: int = 8, answer_tokens: int = 4,
-                role_with_first_token: bool = True, uvloop: bool = True, max_seconds: float = 900) -> Iterator[str]:
+                role_with_first_token: bool = True, uvloop: bool = True, max_seconds: float = 900,
+                tag_answers: bool = False) -> Iterator[str]:
     """benchmarks/mock_server.py in a subprocess; yields its base URL and stops it on exit.
 
     The role chunk goes with the first token by default, as vLLM sends it:
@@ -123,7 +124,8 @@ def mock_server(*, ttft: float, itl: float, reasoning_tokens: int = 8, answer_to
         "--ttft", str(ttft), "--itl", str(itl),
         "--reasoning-tokens", str(reasoning_tokens), "--answer-tokens", str(answer_tokens),
         "--max-seconds", str(max_seconds), "--exit-on-stdin-eof",
-    ] + (["--role-with-first-token"] if role_with_first_token else []) + (["--uvloop"] if uvloop else [])
+    ] + (["--role-with-first-token"] if role_with_first_token else []) + (["--uvloop"] if uvloop else []) \
+        + (["--tag-answers"] if tag_answers else [])
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -137,6 +139,22 @@ def mock_server(*, ttft: float, itl: float, reasoning_tokens: int = 8, answer_to
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def mock_served_ttft(url: str) -> dict[int, float]:
+    """The mock's own stamps: request number -> the TTFT it really served (seconds)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/stats", timeout=30) as response:
+        data = json.loads(response.read())
+    return {int(k): float(v) for k, v in data["served_ttft"].items()}
+
+
+def mock_request_number(text: str) -> int | None:
+    """The " #N" tag a mock started with tag_answers=True puts at the end of each answer."""
+    at = text.rfind("#")
+    tail = text[at + 1:].strip() if at >= 0 else ""
+    return int(tail) if tail.isdigit() else None
 
 
 # --------------------------------------------------------------------------- vLLM's benchmark client

@@ -8,7 +8,10 @@ so a client's measurements can be checked against known values.
 
 Also: GET /health, GET /v1/models, GET /metrics (Prometheus text, vLLM names),
 GET /stats (JSON: every request's receive time on time.perf_counter(), which
-on Linux is CLOCK_MONOTONIC and so comparable across processes on one host).
+on Linux is CLOCK_MONOTONIC and so comparable across processes on one host,
+and, by request number, the TTFT it really served: from the request's arrival
+to the write of its first token, which overshoots the configured TTFT by the
+event loop's timer delay).
 
     python benchmarks/mock_server.py --port 0 --ttft 0.02 --itl 0.005 --max-seconds 120
 
@@ -45,6 +48,9 @@ class MockConfig:
     # with the first token; a client that stamps TTFT on the first chunk (vLLM's
     # benchmark) needs that to be measured fairly. False: role chunk at once.
     role_with_first_token: bool = False
+    # Append " #N" (this request's number) to the answer, so a client's record
+    # can be matched to the mock's own stamps for that request (/stats).
+    tag_answers: bool = False
 
 
 class MockState:
@@ -55,6 +61,9 @@ class MockState:
         self.generation_tokens = 0
         self.prompt_tokens = 0
         self.received: list[float] = []  # perf_counter() at each request's arrival
+        # Request number -> seconds from its arrival to the first token's write:
+        # the TTFT this mock really served (its sleeps overshoot the configured one).
+        self.served_ttft: dict[int, float] = {}
 
 
 STATE = web.AppKey("state", MockState)
@@ -68,9 +77,10 @@ def _chunk(rid: str, created: int, model: str, delta: dict | None, finish: str |
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _tokens(config: MockConfig) -> tuple[list[str], list[str]]:
+def _tokens(config: MockConfig, number: int) -> tuple[list[str], list[str]]:
     reasoning = [f" step{i}" for i in range(config.reasoning_tokens)]
-    answer = [" filler"] * max(0, config.answer_tokens - 1) + ([f" Answer: {config.answer}"] if config.answer_tokens else [])
+    last = f" Answer: {config.answer}" + (f" #{number}" if config.tag_answers else "")
+    answer = [" filler"] * max(0, config.answer_tokens - 1) + ([last] if config.answer_tokens else [])
     return reasoning, answer
 
 
@@ -85,6 +95,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     t0 = time.perf_counter()
     state.received.append(t0)
     state.requests += 1
+    number = state.requests
     try:
         payload = await request.json()
     except json.JSONDecodeError:
@@ -92,14 +103,14 @@ async def chat(request: web.Request) -> web.StreamResponse:
     config = state.config
     model = str(payload.get("model", "mock"))
     max_tokens = int(payload.get("max_tokens") or payload.get("max_completion_tokens") or 1 << 30)
-    reasoning, answer = _tokens(config)
+    reasoning, answer = _tokens(config, number)
     pieces = [("reasoning", t) for t in reasoning] + [("content", t) for t in answer]
     finish = "stop"
     if len(pieces) > max_tokens:
         pieces, finish = pieces[:max_tokens], "length"
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces), "total_tokens": prompt_tokens + len(pieces)}
-    rid, created = f"chatcmpl-mock-{state.requests}", int(time.time())
+    rid, created = f"chatcmpl-mock-{number}", int(time.time())
     state.running += 1
     state.prompt_tokens += prompt_tokens
     try:
@@ -122,6 +133,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         for k, (kind, text) in enumerate(pieces):
             await _sleep_until(t0 + config.ttft + k * config.itl)
             await response.write(role + _chunk(rid, created, model, {kind: text}))
+            if k == 0:
+                state.served_ttft[number] = time.perf_counter() - t0
             role = b""
             state.generation_tokens += 1
         await response.write(_chunk(rid, created, model, {}, finish))
@@ -164,7 +177,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     state: MockState = request.app[STATE]
-    return web.json_response({"requests": state.requests, "received": state.received})
+    return web.json_response({"requests": state.requests, "received": state.received,
+                              "served_ttft": {str(k): v for k, v in state.served_ttft.items()}})
 
 
 def create_app(config: MockConfig | None = None) -> web.Application:
@@ -194,7 +208,7 @@ async def serve(config: MockConfig | None = None, port: int = 0) -> AsyncIterato
 
 async def _main(args: argparse.Namespace) -> None:
     config = MockConfig(ttft=args.ttft, itl=args.itl, reasoning_tokens=args.reasoning_tokens, answer_tokens=args.answer_tokens,
-                        role_with_first_token=args.role_with_first_token)
+                        role_with_first_token=args.role_with_first_token, tag_answers=args.tag_answers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -225,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--answer-tokens", type=int, default=4)
     parser.add_argument("--role-with-first-token", action="store_true",
                         help="send the role chunk with the first token, as vLLM does (default: at once)")
+    parser.add_argument("--tag-answers", action="store_true",
+                        help="append ' #N' (the request number) to each answer, to match a client's records to /stats")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="exit after this long, whatever happens")
     parser.add_argument("--exit-on-stdin-eof", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop if installed")

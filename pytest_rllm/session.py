@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_rllm.client import ChatClient, SamplingOptions
+from pytest_rllm.client import ChatClient, SamplingOptions, new_event_loop
 from pytest_rllm.engines.base import EngineDied, EngineError, EngineStartError, EngineUnsupported
 from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
 from pytest_rllm.records import Item, RequestRecord
@@ -451,7 +451,7 @@ class RllmSession:
         # One loop for the whole session: an in-process engine's step thread
         # posts to it, and connections are reused across runs.
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            self._loop = new_event_loop()
         return self._loop.run_until_complete(coro)
 
 

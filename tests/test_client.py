@@ -207,3 +207,18 @@ def test_think_splitter(pieces, thinking, reasoning, answer):
         got_r, got_a = got_r + r, got_a + a
     r, a = splitter.flush()
     assert (got_r + r, got_a + a) == (reasoning, answer)
+
+
+def test_the_harness_loop_is_uvloop_where_installed_and_asyncio_on_request():
+    from pytest_rllm.client import new_event_loop
+
+    uvloop = pytest.importorskip("uvloop")
+    for kind, expected in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = new_event_loop(kind)
+        try:
+            assert isinstance(loop, expected)
+            assert loop.run_until_complete(asyncio.sleep(0, result=7)) == 7
+        finally:
+            loop.close()
+    with pytest.raises(ValueError, match="event loop kind must be auto, uvloop or asyncio, got 'trio'"):
+        new_event_loop("trio")
