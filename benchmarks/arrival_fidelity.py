@@ -12,7 +12,7 @@ Gamma arrivals through pytest_rllm.workloads.driver, and prints per case:
   same distance restricted to gaps of 1 ms and more (see `ks_above`).
 
     python benchmarks/arrival_fidelity.py                      # 200 req/s, b=1 and b=0.25
-    python benchmarks/arrival_fidelity.py --rates 200,800 --n 2000 --loop uvloop
+    python benchmarks/arrival_fidelity.py --rates 200,800 --n 2000 --loop asyncio
     python benchmarks/arrival_fidelity.py --client rllm        # the harness's own ChatClient
     python benchmarks/arrival_fidelity.py --client null --rates 800,2000   # the driver alone
 
@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burstiness", type=_floats, default=[1.0, 0.25], help="Gamma shapes b, comma separated")
     parser.add_argument("--n", type=int, default=1500, help="requests per case")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop",
+                        help="the event loop of the client and the mock (default: the harness's, uvloop)")
     parser.add_argument("--client", choices=tuple(SENDERS), default="minimal")
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--ttft", type=float, default=0.02)

@@ -20,7 +20,6 @@ Flat per-request figures mean the harness costs O(n).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import sys
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from pytest_rllm.client import ChatClient, SamplingOptions  # noqa: E402
+from pytest_rllm.client import ChatClient, SamplingOptions, new_event_loop  # noqa: E402
 from pytest_rllm.records import Item, RequestRecord  # noqa: E402
 from pytest_rllm.results import RunResult  # noqa: E402
 from pytest_rllm.workloads.arrivals import parse_arrival  # noqa: E402
@@ -58,7 +57,7 @@ def one_run(url: str, n: int, concurrency: int) -> tuple[list[RequestRecord], fl
 
             await drive(list(range(n)), offsets, send, max_concurrency=spec.cap(), run_timeout=900)
 
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()  # the harness's own loop (uvloop where installed)
     try:
         cpu0, t0 = time.process_time(), time.perf_counter()
         loop.run_until_complete(main())

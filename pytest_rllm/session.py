@@ -211,10 +211,10 @@ class RllmSession:
             self.timings.per_engine[label] = elapsed
         self.timings.engines_started += 1
         self._engine, self._engine_label = engine, label
-        from pytest_rllm.telemetry.prometheus import cache_config
+        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, cache_config
 
         # KV capacity (blocks x block size) and cache dtype, as the engine reports them.
-        self.engine_infos[label] = {**engine.info(), "spec": spec.to_dict(), "cache_config": cache_config(engine.metrics_text() or "")}
+        self.engine_infos[label] = {**engine.info(), "spec": spec.to_dict(), "cache_config": cache_config(engine.metrics_text(SAMPLE_NAMES) or "")}
         return engine
 
     def _make_engine(self, spec: EngineSpec, label: str) -> Any:
@@ -311,7 +311,7 @@ class RllmSession:
 
     def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:
         from pytest_rllm.telemetry.nvml import NvmlMemory
-        from pytest_rllm.telemetry.prometheus import parse_metrics
+        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
         from pytest_rllm.telemetry.sampler import TelemetrySampler
         from pytest_rllm.workloads.arrivals import parse_arrival
 
@@ -329,7 +329,7 @@ class RllmSession:
             request_timeout=settings.request_timeout,
         )
         nvml = NvmlMemory(self.gpu_ids) if settings.endpoint is None else None
-        sampler = TelemetrySampler(engine.metrics_text, settings.metrics_interval, nvml)
+        sampler = TelemetrySampler(lambda: engine.metrics_text(SAMPLE_NAMES), settings.metrics_interval, nvml)
         config = {**workload.config(settings), "arrival": arrival}
         result = RunResult(
             label=label,
@@ -339,7 +339,7 @@ class RllmSession:
             workload_config=config,
             slo=settings.slo_seconds(),
         )
-        start_text = engine.metrics_text()
+        start_text = engine.metrics_text(SAMPLE_NAMES)
         result.counters_start = parse_metrics(start_text) if start_text else {}
         sampler.start()
         t0 = time.perf_counter()
@@ -387,11 +387,11 @@ class RllmSession:
 
     def _settled_counters(self, engine: Any, start: dict[str, float]) -> dict[str, float]:
         """Counters after the run; the engine may publish its last step a moment after the last response."""
-        from pytest_rllm.telemetry.prometheus import parse_metrics
+        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
 
         last: dict[str, float] = {}
         for _ in range(10):
-            text = engine.metrics_text()
+            text = engine.metrics_text(SAMPLE_NAMES)
             if not text:
                 return last  # no metrics, or an engine that stopped answering: don't wait on it 10 times
             values = parse_metrics(text)

@@ -77,6 +77,18 @@ def test_kv_cache_usage_is_sampled_during_the_run(server_run):
     assert s["kv_cache_usage_peak"] > 0 and s["num_requests_running_peak"] >= 1
 
 
+def test_server_metrics_filter_returns_the_read_series_at_a_fraction_of_the_size(server_run):
+    from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
+
+    session, _, _, _ = server_run
+    engine = session._engine_for("baseline")
+    full, filtered = engine.metrics_text(), engine.metrics_text(SAMPLE_NAMES)
+    assert engine._scraper.filtering is True  # vLLM's /metrics honours name[]
+    assert set(parse_metrics(filtered)) == set(parse_metrics(full))
+    assert "vllm:cache_config_info{" in filtered
+    assert len(filtered) * 10 < len(full)  # no histograms: measured 62 KB -> ~2 KB
+
+
 def test_trained_model_separates_reasoning_from_answer(server_run):
     session, result, _, _ = server_run
     from pytest_rllm.pocket import MODEL_DIR

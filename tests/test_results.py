@@ -134,3 +134,63 @@ def test_prometheus_text_becomes_named_series():
 
 def test_in_process_metric_names_without_total_parse_the_same():
     assert parse_metrics('vllm:generation_tokens{engine="0"} 5.0\n')["generation_tokens"] == 5.0
+
+
+FULL_METRICS = (
+    'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25\n'
+    'vllm:generation_tokens_total{engine="0",model_name="m"} 99.0\n'
+    'vllm:e2e_request_latency_seconds_sum{engine="0",model_name="m"} 12.5\n'
+)
+
+
+def test_scraper_asks_for_the_read_series_only_where_the_server_filters():
+    from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, MetricsScraper
+
+    asked: list[str] = []
+
+    def filtering_server(query: str) -> str:
+        asked.append(query)
+        return FULL_METRICS if not query else "".join(
+            line + "\n" for line in FULL_METRICS.splitlines() if f"name%5B%5D={line.split('{')[0].replace(':', '%3A')}" in query
+        )
+
+    scraper = MetricsScraper(filtering_server)
+    text = scraper.text(SAMPLE_NAMES)
+    assert scraper.filtering is True
+    assert parse_metrics(text) == {"kv_cache_usage": 0.25, "generation_tokens": 99.0}
+    assert "e2e_request_latency" not in text  # the histogram was not asked for
+    assert "name%5B%5D=vllm%3Akv_cache_usage_perc" in asked[0] and "vllm%3Ageneration_tokens_total" in asked[0]
+    assert scraper.text() == FULL_METRICS and asked[-1] == ""  # everything, when asked for everything
+
+
+def test_scraper_falls_back_to_everything_when_the_filter_returns_nothing():
+    from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, MetricsScraper
+
+    asked: list[str] = []
+
+    def unfilterable_server(query: str) -> str:  # prometheus_client multiprocess mode: a restricted view is empty
+        asked.append(query)
+        return "" if query else FULL_METRICS
+
+    scraper = MetricsScraper(unfilterable_server)
+    assert parse_metrics(scraper.text(SAMPLE_NAMES))["kv_cache_usage"] == 0.25
+    assert scraper.filtering is False
+    asked.clear()
+    assert parse_metrics(scraper.text(SAMPLE_NAMES))["generation_tokens"] == 99.0
+    assert asked == [""]  # remembered: no filtered try on every scrape
+
+
+def test_unreachable_metrics_stay_unknown_and_return_none():
+    from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, MetricsScraper
+
+    scraper = MetricsScraper(lambda query: None)
+    assert scraper.text(SAMPLE_NAMES) is None
+    assert scraper.filtering is None
+
+
+def test_a_server_that_refuses_the_filtered_path_is_scraped_plainly():
+    from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, MetricsScraper
+
+    scraper = MetricsScraper(lambda query: None if query else FULL_METRICS)  # e.g. 404 on /metrics/
+    assert parse_metrics(scraper.text(SAMPLE_NAMES))["kv_cache_usage"] == 0.25
+    assert scraper.filtering is False

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Collection
 
 from pytest_rllm.engines.base import EngineDied, EngineStartError
 from pytest_rllm.engines.spec import EngineSpec
+from pytest_rllm.telemetry.prometheus import MetricsScraper
 
 
 class ExternalEndpoint:
@@ -19,6 +20,7 @@ class ExternalEndpoint:
         self._wanted_model = model
         self.served_model = model or ""
         self.server_info: dict[str, Any] = {}
+        self._scraper = MetricsScraper(self._fetch_metrics)
 
     def _get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         request = urllib.request.Request(self.base_url + path)
@@ -76,9 +78,13 @@ class ExternalEndpoint:
         except (urllib.error.URLError, OSError) as exc:
             raise EngineDied(f"--rllm-endpoint={self.base_url} stopped answering: {exc}") from None
 
-    def metrics_text(self) -> str | None:
+    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
+        """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
+        return self._scraper.text(only)
+
+    def _fetch_metrics(self, query: str) -> str | None:
         try:
-            status, body = self._get("/metrics", timeout=5)
+            status, body = self._get("/metrics" + query, timeout=5)
         except (urllib.error.URLError, OSError):
             return None
         return body.decode("utf-8", "replace") if status == 200 else None

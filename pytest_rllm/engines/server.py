@@ -17,11 +17,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, engine_reason, is_unsupported
 from pytest_rllm.engines.spec import EngineSpec
+from pytest_rllm.telemetry.prometheus import MetricsScraper
 
 HOST = "127.0.0.1"  # never bind beyond loopback
 
@@ -65,6 +66,7 @@ class VllmServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
+        self._scraper = MetricsScraper(self._fetch_metrics)
         self._hung = False  # alive but not answering: stop() kills at once, a graceful stop would wait for nothing
 
     # -- lifecycle ---------------------------------------------------------
@@ -212,9 +214,13 @@ class VllmServer:
             f"Its process group is killed.\nLog: {self.log_path}"
         )
 
-    def metrics_text(self) -> str | None:
+    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
+        """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
+        return self._scraper.text(only)
+
+    def _fetch_metrics(self, query: str) -> str | None:
         try:
-            with urllib.request.urlopen(self.base_url + "/metrics", timeout=5) as resp:
+            with urllib.request.urlopen(self.base_url + "/metrics" + query, timeout=5) as resp:
                 return resp.read().decode("utf-8", "replace")
         except (urllib.error.URLError, OSError):
             return None
