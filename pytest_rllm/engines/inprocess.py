@@ -175,7 +175,6 @@ class InProcessEngine:
 _TIMED_OUT = object()  # posted by a request's watchdog at its deadline
 
 
-
 def _deliver(batch: list[tuple[Any, ...]]) -> None:
     """Runs on the event loop: hands one engine step's outputs to their requests."""
     for q, item in batch:
