@@ -67,20 +67,10 @@ ENGINE_MEANS = (
 )
 
 
-def histogram_totals(text: str) -> dict[str, tuple[float, float]]:
-    """{histogram name: (sum, count)} over all label sets, from Prometheus text."""
-    totals: dict[str, list[float]] = {}
-    for line in text.splitlines():
-        for part, index in (("_sum", 0), ("_count", 1)):
-            head = line.split("{", 1)[0].split(" ", 1)[0]
-            if head.endswith(part):
-                name = head[: -len(part)]
-                totals.setdefault(name, [0.0, 0.0])[index] += float(line.rsplit(" ", 1)[1])
-    return {k: (v[0], v[1]) for k, v in totals.items()}
-
-
 def engine_means(before: str, after: str) -> dict[str, float]:
     """The engine's mean of each ENGINE_MEANS histogram over the requests between two scrapes."""
+    from pytest_rllm.telemetry.prometheus import histogram_totals
+
     b, a = histogram_totals(before), histogram_totals(after)
     out = {}
     for label, _, _, name in ENGINE_MEANS:

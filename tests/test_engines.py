@@ -6,21 +6,15 @@ shipped), so they are marked `engine`. One server start is shared by the module.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from pytest_rllm.session import RllmSession, RunUnavailable
 from pytest_rllm.settings import RllmSettings
+from pytest_rllm.telemetry.prometheus import histogram_totals
 
 pytestmark = pytest.mark.engine
-
-
-def histogram_mean(text: str, name: str) -> tuple[float, float]:
-    total = sum(float(v) for v in re.findall(rf"^{name}_sum\{{[^}}]*\}} (\S+)$", text, re.M))
-    count = sum(float(v) for v in re.findall(rf"^{name}_count\{{[^}}]*\}} (\S+)$", text, re.M))
-    return total, count
 
 
 def make_session(model: str, tmp_path: Path, **options: str) -> RllmSession:
@@ -52,8 +46,8 @@ def test_client_token_counts_equal_the_engine_counter(server_run):
 
 def test_client_ttft_is_at_least_the_servers(server_run):
     _, result, before, after = server_run
-    total0, count0 = histogram_mean(before, "vllm:time_to_first_token_seconds")
-    total1, count1 = histogram_mean(after, "vllm:time_to_first_token_seconds")
+    total0, count0 = histogram_totals(before)["vllm:time_to_first_token_seconds"]
+    total1, count1 = histogram_totals(after)["vllm:time_to_first_token_seconds"]
     assert count1 - count0 == len(result.records)
     server_mean = (total1 - total0) / (count1 - count0)
     client_mean = result.summary()["ttft_mean"]

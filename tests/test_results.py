@@ -194,3 +194,18 @@ def test_a_server_that_refuses_the_filtered_path_is_scraped_plainly():
     scraper = MetricsScraper(lambda query: None if query else FULL_METRICS)  # e.g. 404 on /metrics/
     assert parse_metrics(scraper.text(SAMPLE_NAMES))["kv_cache_usage"] == 0.25
     assert scraper.filtering is False
+
+
+def test_histogram_totals_add_sum_and_count_over_label_sets():
+    from pytest_rllm.telemetry.prometheus import histogram_totals
+
+    text = (
+        '# TYPE vllm:time_to_first_token_seconds histogram\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1"} 3.0\n'
+        'vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 1.5\n'
+        'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 4.0\n'
+        'vllm:time_to_first_token_seconds_sum{engine="1",model_name="m"} 0.5\n'
+        'vllm:time_to_first_token_seconds_count{engine="1",model_name="m"} 1.0\n'
+        'vllm:kv_cache_usage_perc{engine="0"} 0.25\n'
+    )
+    assert histogram_totals(text) == {"vllm:time_to_first_token_seconds": (2.0, 5.0)}

@@ -126,6 +126,17 @@ def parse_metrics(text: str) -> dict[str, float]:
     return {key: (sums[key] / counts[key] if SERIES[key][1] == "mean" else sums[key]) for key in sums}
 
 
+def histogram_totals(text: str) -> dict[str, tuple[float, float]]:
+    """{histogram name: (sum, count)}, added over its label sets, from Prometheus text."""
+    totals: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        head = line.split("{", 1)[0].split(" ", 1)[0]
+        for suffix, index in (("_sum", 0), ("_count", 1)):
+            if head.endswith(suffix):
+                totals.setdefault(head[: -len(suffix)], [0.0, 0.0])[index] += float(line.rsplit(" ", 1)[1])
+    return {name: (total, count) for name, (total, count) in totals.items()}
+
+
 def cache_config(text: str) -> dict[str, str]:
     """Labels of vllm:cache_config_info (block_size, cache_dtype, enable_prefix_caching, ...)."""
     for line in text.splitlines():
