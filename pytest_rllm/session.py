@@ -429,6 +429,10 @@ class RllmSession:
                 split_thinking=None if self.settings.endpoint else (not parser_on),
             )
         async with client:
+            prepare = getattr(client, "prepare", None)
+            if prepare is not None:
+                # Before the schedule's clock starts (in-process: the chat template).
+                prepare([(item, record.thinking) for (item, _), record in zip(jobs, records)])
 
             async def send(index: int, t_scheduled: float) -> None:
                 record = records[index]

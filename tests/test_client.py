@@ -222,3 +222,28 @@ def test_the_harness_loop_is_uvloop_where_installed_and_asyncio_on_request():
             loop.close()
     with pytest.raises(ValueError, match="event loop kind must be auto, uvloop or asyncio, got 'trio'"):
         new_event_loop("trio")
+
+
+# The in-process engine finds the step of the first answer token by decoding
+# prefixes of the output ids (engines/inprocess.py); here a "token" is a piece
+# of text and decoding joins them.
+@pytest.mark.parametrize(
+    ("steps", "thinking", "expected"),
+    [
+        ([["<think>a"], ["b</th"], ["ink>"], ["\n\n"], ["Answer"], [": 4"]], True, 4),  # marker split across steps
+        ([["r", "</think>", "\n", "A"], ["B"]], True, 0),  # several tokens in one step (spec decoding)
+        ([["reasoning"], [" only"]], True, None),  # cut inside the reasoning
+        ([["r</think>"], ["  "], ["\n"]], True, None),  # an answer of blanks is not visible
+        ([[" "], ["Hi"]], False, 1),  # thinking off: the first non-blank text
+        ([["x</think>"], ["\ufffd"], ["é"]], True, 2),  # half a character is held back, not shown
+    ],
+)
+def test_first_visible_step_from_token_counts(steps, thinking, expected):
+    from pytest_rllm.engines.inprocess import _first_visible_step
+
+    token_ids = [piece for step in steps for piece in step]
+    decoded = []
+    found = _first_visible_step([len(step) for step in steps], token_ids, thinking, lambda ids: decoded.append(len(ids)) or "".join(ids))
+    assert found == expected
+    # A binary search: a few decodes, not one per step (the reason it exists).
+    assert len(decoded) <= 1 + max(1, len(steps) - 1).bit_length()

@@ -114,3 +114,41 @@ def test_in_process_engines_start_one_after_another_and_agree_with_counters(engi
             session.run("kv-fp8-e4m3", "main")
     finally:
         session.close()
+
+
+def test_in_process_core_token_counts_agree_with_vllms_delta_outputs(engine_model, tmp_path, monkeypatch):
+    """The engine-core hook (FINAL_ONLY requests) reads what per-step DELTA outputs would have streamed.
+
+    At temperature 0 the two runs generate the same tokens; without speculative
+    decoding every step adds one token per request, so the first answer
+    token's position in the stream does not depend on how the requests were
+    batched into steps.
+    """
+    from functools import partial
+
+    from pytest_rllm.engines import inprocess
+
+    runs = {}
+    for source in ("engine-core", "delta-outputs"):
+        if source == "delta-outputs":
+            monkeypatch.setattr(inprocess, "InProcessEngine", partial(inprocess.InProcessEngine, core_token_counts=False))
+        session = make_session(engine_model, tmp_path / source, engine="inprocess", temperature="0")
+        try:
+            result = session.run("baseline", "main")
+            assert result.engine["token_source"] == source  # the installed vLLM has the hook
+            s = result.summary()
+            assert s["output_tokens_total"] == s["engine_generation_tokens"] > 0
+            runs[source] = result.records
+        finally:
+            session.close()
+    core, delta = runs["engine-core"], runs["delta-outputs"]
+    assert [r.item_id for r in core] == [r.item_id for r in delta]
+    for a, b in zip(core, delta):
+        assert a.ok and b.ok, (a.error, b.error)
+        assert (a.output_tokens, a.finish_reason, a.reasoning_text, a.answer_text) == (
+            b.output_tokens, b.finish_reason, b.reasoning_text, b.answer_text)
+        assert len(a.token_times) == len(b.token_times) == a.output_tokens
+        assert a.token_times[0] == a.t_first_token and a.token_times[-1] == a.t_done
+        position = [r.token_times.index(r.t_first_visible) if r.t_first_visible is not None else None for r in (a, b)]
+        assert position[0] == position[1]
+    assert any(r.t_first_visible is not None for r in core)
