@@ -209,3 +209,24 @@ def test_histogram_totals_add_sum_and_count_over_label_sets():
         'vllm:kv_cache_usage_perc{engine="0"} 0.25\n'
     )
     assert histogram_totals(text) == {"vllm:time_to_first_token_seconds": (2.0, 5.0)}
+
+
+def test_accuracy_check_skips_where_the_reference_leaves_no_room_for_a_loss():
+    import pytest
+
+    from pytest_rllm.findings import accuracy_check
+
+    def run(label, answers):
+        return RunResult(label, "shared-prefix", [rec(i, 0.0, 0.1, 0.2, 1.0, 10, answer=a) for i, a in enumerate(answers)])
+
+    wrong = run("prefix-caching-off", ["Answer: 9"] * 40)
+    # 0% on the reference: no candidate could lose 10 points, so the check would pass whatever happened.
+    with pytest.raises(pytest.skip.Exception, match=r"reference answers 0.0%, so a loss of 10 points cannot occur"):
+        accuracy_check(wrong, run("prefix-caching-on", ["Answer: 9"] * 40), 10.0, flag_only=True)
+    # A reference that answers: the comparison runs, and a real loss fails it.
+    right = run("baseline", ["Answer: 1"] * 40)
+    with pytest.raises(pytest.fail.Exception, match="failed"):
+        accuracy_check(right, run("quant-int8", ["Answer: 9"] * 40), 10.0, flag_only=False)
+    # The reasoning-gain form (0 points: the candidate must be better) is never skipped.
+    with pytest.raises(pytest.fail.Exception):
+        accuracy_check(wrong, run("thinking", ["Answer: 9"] * 40), -0.0, flag_only=False)
