@@ -129,3 +129,47 @@ def test_without_a_port_the_harness_picks_a_free_loopback_port(tmp_path):
         with socket.socket() as probe:
             probe.bind((HOST, s.port))  # free right now
         assert s.base_url == f"http://127.0.0.1:{s.port}"
+
+
+# A stand-in for `vllm serve` that answers /health on the port it is given:
+# what is tested here is VllmServer's own bookkeeping, not serving.
+HEALTHY_STUB = """
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *args):
+        print("GET", self.path, flush=True)
+print("stub serving", flush=True)
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_without_a_log_dir_the_log_is_temporary_unless_the_engine_failed(tmp_path, monkeypatch):
+    import sys
+
+    from pytest_rllm.engines import platform
+
+    stub = tmp_path / "stub_server.py"
+    stub.write_text(HEALTHY_STUB)
+    monkeypatch.setattr(platform, "server_command", lambda model: [sys.executable, str(stub), "--model", model])
+    server = VllmServer(spec_for(), reasoning_parser=None, startup_timeout=30)
+    assert server.log_path is None  # nothing is made before start
+    server.start()
+    log = server.log_path
+    assert log is not None and "stub serving" in log.read_text()
+    server.stop()
+    assert not log.parent.exists()  # a clean stop removes the temporary folder
+
+    server = VllmServer(spec_for(), reasoning_parser=None, startup_timeout=30)
+    server.start()
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    log = server.log_path
+    with pytest.raises(Exception, match=str(log)):
+        server.check_alive()  # the error names the log ...
+    server.stop()
+    assert log.exists()  # ... so it stays
+    log.unlink()
+    log.parent.rmdir()

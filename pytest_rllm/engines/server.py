@@ -8,6 +8,7 @@ pytest process itself dies without running its finalizers (kill -9, a crash).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +34,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def _tail(path: Path | None, lines: int = 40) -> str:
+    if path is None:
+        return ""
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -42,7 +45,12 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 class VllmServer:
-    """Context manager around one `vllm serve` process for one EngineSpec."""
+    """Context manager around one `vllm serve` process for one EngineSpec.
+
+    The server's output goes to `log_path`, in `log_dir`. Without one, a
+    temporary folder is made at start and removed at a clean stop; where the
+    engine failed to start, died or hung it stays, because the error names it.
+    """
 
     def __init__(
         self,
@@ -61,8 +69,9 @@ class VllmServer:
         self.base_url = f"http://{HOST}:{self.port}"
         self.served_model = spec.model
         self._env = env
-        self._log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="rllm-engine-"))
-        self.log_path = self._log_dir / f"{spec.preset}-{self.port}.log"
+        self.log_path: Path | None = Path(log_dir) / self._log_name() if log_dir else None
+        self._temp_log_dir: Path | None = None  # made by start() when no log_dir was given
+        self._keep_log = False  # a failure names the log: a temporary one then stays
         self.proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
@@ -77,9 +86,15 @@ class VllmServer:
             cmd += ["--reasoning-parser", self.reasoning_parser]
         return cmd + self.spec.server_flags()
 
+    def _log_name(self) -> str:
+        return f"{self.spec.preset}-{self.port}.log"
+
     def start(self) -> None:
         self._check_address_args()
         self._check_port_free()
+        if self.log_path is None:
+            self._temp_log_dir = Path(tempfile.mkdtemp(prefix="rllm-engine-"))
+            self.log_path = self._temp_log_dir / self._log_name()
         env = platform.cpu_engine_env(self._env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.perf_counter()
@@ -152,6 +167,7 @@ class VllmServer:
             time.sleep(0.5)
 
     def _raise_start_failure(self, what: str) -> None:
+        self._keep_log = True
         log_text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         reason = engine_reason(log_text)
         tail = _tail(self.log_path)
@@ -168,6 +184,8 @@ class VllmServer:
     def stop(self, grace: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
+            if proc.poll() is not None:
+                self._keep_log = True  # it exited before being asked to: its log says why
             _stop_group(proc, 0.0 if self._hung else grace)
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
@@ -177,6 +195,9 @@ class VllmServer:
             except subprocess.TimeoutExpired:
                 reaper.kill()
                 reaper.wait()
+        if self._temp_log_dir is not None and not self._keep_log and not self._hung:
+            shutil.rmtree(self._temp_log_dir, ignore_errors=True)
+            self._temp_log_dir = None
 
     def __enter__(self) -> VllmServer:
         self.start()
@@ -196,6 +217,7 @@ class VllmServer:
                          f"(the kernel's OOM killer, a user, a job limit)")
             else:
                 cause = f"Engine's reason: {engine_reason(_tail(self.log_path, 200))}"
+            self._keep_log = True
             raise EngineDied(
                 f"vLLM server for preset {self.spec.preset!r} is gone (exit code {code}): {cause}\nLog: {self.log_path}"
             )
