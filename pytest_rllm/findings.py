@@ -165,6 +165,15 @@ def speed_measurements(ratios: dict[str, float]) -> dict[str, Any]:
 # hardware with --rllm-tolerance.
 SPEED_RATIO_TOLERANCES = {f"{name}_vs_baseline": "2x" for name, _ in SPEED_RATIOS}
 
+# KV-cache usage's CV over a run's samples grows with how long the slowest
+# requests run on after the batch has thinned out, and sampling at the default
+# temperature redraws those lengths every run: one server configuration of the
+# embedded model read 0.51, 0.52, 0.53 and 0.78 in four runs here (main
+# workload; in the 0.78 run the KV mean over the reference's fell and the
+# memory-time ratio rose: a longer tail). A baseline check flags a 2x move,
+# as for the speed ratios.
+KV_CV_TOLERANCE = "2x"
+
 
 def cpu_spec_decoding_bug() -> pytest.MarkDecorator:
     """xfail, not strict, on vLLM's CPU build, whose speculative decoding corrupts outputs.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rllm.compare import Measurement
-from pytest_rllm.findings import evidence, fmt, ratio, require, threshold
+from pytest_rllm.findings import KV_CV_TOLERANCE, evidence, fmt, ratio, require, threshold
 
 NEEDS = pytest.mark.rllm_needs(("baseline", "main"), ("baseline", "no-thinking"))
 
@@ -48,5 +48,5 @@ def test_memory_metrics_match_baseline(rllm_run, reference_run, rllm_baseline):
         metrics["gpu_memory_used_bytes_peak"] = Measurement(s["gpu_memory_used_bytes_peak"], better="lower")
     rllm_baseline.check(metrics, tolerances={
         "kv_area_ratio_vs_reference": "50%", "kv_mean_ratio_vs_reference": "50%", "kv_peak_ratio_vs_reference": "50%",
-        "kv_cache_usage_cv": "50%", "kv_cache_usage_peak": "2x", "num_requests_running_peak": "50%",
+        "kv_cache_usage_cv": KV_CV_TOLERANCE, "kv_cache_usage_peak": "2x", "num_requests_running_peak": "50%",
     })
