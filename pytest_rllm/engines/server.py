@@ -195,7 +195,7 @@ class VllmServer:
             except subprocess.TimeoutExpired:
                 reaper.kill()
                 reaper.wait()
-        if self._temp_log_dir is not None and not self._keep_log and not self._hung:
+        if self._temp_log_dir is not None and not self._keep_log:
             shutil.rmtree(self._temp_log_dir, ignore_errors=True)
             self._temp_log_dir = None
 
@@ -231,6 +231,7 @@ class VllmServer:
         except (urllib.error.URLError, OSError) as exc:
             problem = f"did not answer /health within {health_timeout:g}s ({getattr(exc, 'reason', exc)})"
         self._hung = True
+        self._keep_log = True
         raise EngineDied(
             f"vLLM server for preset {self.spec.preset!r} (pid {self.proc.pid}) is alive but hung: it {problem}. "
             f"Its process group is killed.\nLog: {self.log_path}"
