@@ -50,10 +50,12 @@ from pytest_rllm.compare import (
     round_sig,
 )
 from pytest_rllm.hardware import safe_name, slug
+from pytest_rllm.report.properties import CHECK_PROPERTY
 
 SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 300.0  # a worker holding the lock only reads and writes one small file
-USER_PROPERTY = "rllm_check"  # item.user_properties key carrying a check outcome (JSON text)
+# item.user_properties key carrying a check outcome (JSON text); the name predates report.properties.
+USER_PROPERTY = CHECK_PROPERTY
 
 # Settings that change what a metric means; recorded with the baseline, so a
 # failure can say "the baseline was measured with max_tokens=4096".

@@ -54,7 +54,7 @@ def threshold(settings: Any, name: str) -> float:
 
 def evidence(request: Any, text: str) -> None:
     """Attach a line of evidence to the test's report (findings table, JUnit)."""
-    from pytest_rllm.report import EVIDENCE_PROPERTY
+    from pytest_rllm.report.properties import EVIDENCE_PROPERTY
 
     request.node.user_properties.append((EVIDENCE_PROPERTY, text))
 

@@ -216,7 +216,7 @@ def rllm_run(rllm_session: Any, request: pytest.FixtureRequest) -> Any:
             pytest.skip(str(exc))
         except RunFailed as exc:
             pytest.fail(str(exc), pytrace=False)
-        from pytest_rllm.report import junit_properties
+        from pytest_rllm.report.junit import junit_properties
 
         # Key metrics travel with the test report: JUnit XML and xdist both carry user_properties.
         known = {k for k, _ in request.node.user_properties}
@@ -277,7 +277,7 @@ def _parts_dir(config: pytest.Config) -> str:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # A finding test's claim is the first line of its docstring: the findings table reads it.
-    from pytest_rllm.report import CLAIM_PROPERTY
+    from pytest_rllm.report.properties import CLAIM_PROPERTY
 
     for item in session.items:
         if item.get_closest_marker("rllm_needs") is None:
@@ -311,7 +311,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if config is None:
         return
     from pytest_rllm.baselines import outcomes_from_user_properties
-    from pytest_rllm.report import expected_failure, finding_from_report
+    from pytest_rllm.report.findings import expected_failure, finding_from_report
 
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcomes = outcomes_from_user_properties(report.user_properties)
@@ -358,7 +358,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_worker(config):
         parts = config.workerinput.get("rllm_parts_dir")  # type: ignore[attr-defined]
         if parts and runs:
-            from pytest_rllm.report import write_json_report
+            from pytest_rllm.report.jsonio import write_json_report
 
             worker = config.workerinput.get("workerid", "worker")  # type: ignore[attr-defined]
             write_json_report(Path(parts) / f"{worker}.json", runs, [], {"timings": timings})
@@ -380,7 +380,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if settings is None or not (runs or checks or findings):
         return
     meta = _report_meta(config, settings)
-    from pytest_rllm.report import write_html_report, write_json_report
+    from pytest_rllm.report.html import write_html_report
+    from pytest_rllm.report.jsonio import write_json_report
 
     if settings.report:
         write_json_report(Path(settings.report), runs, checks, {**meta, "findings": findings, "timings": all_timings})
@@ -409,7 +410,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     merged = config.stash.get(MERGED_KEY, None)
     if not merged or not (merged["runs"] or merged["checks"] or merged["findings"]):
         return
-    from pytest_rllm.report import summary_lines
+    from pytest_rllm.report.terminal import summary_lines
 
     tr = terminalreporter
     tr.write_sep("=", "rllm")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -175,12 +175,19 @@ class RunResult:
             "error": self.error,
             "records": records,
             "timelines": {k: [[rel(t), v] for t, v in pts] for k, pts in self.timelines.items()},
-            "summary": _json_safe(self.summary()),
+            "summary": json_safe(self.summary()),
         }
 
 
-def _json_safe(values: dict[str, float]) -> dict[str, float | None]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity (nested in dicts and lists too) turned into None, as JSON wants."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def summarize(run: RunResult) -> dict[str, float]:

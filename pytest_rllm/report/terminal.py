@@ -1,0 +1,67 @@
+"""The "rllm" section of pytest's terminal summary: a line per configuration, then the notable baseline checks."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from pytest_rllm.report.values import accuracy_text, fmt, pct, run_name
+
+
+def run_line(run: Mapping[str, Any]) -> str:
+    """One line per configuration: counts, accuracy, the user-end and service-end headline numbers."""
+    s = run.get("summary") or {}
+    error = run.get("error")
+    tail = f" FAILED: {str(error).splitlines()[0]}" if error else ""
+    return (
+        f"{run_name(run):<28} n={fmt(s.get('requests'), '{:.0f}')} ok={fmt(s.get('completed'), '{:.0f}')} "
+        f"acc={accuracy_text(s)} ttfvt_p50={fmt(s.get('ttfvt_p50'))}s e2e_p50={fmt(s.get('e2e_p50'))}s "
+        f"out_tok/s={fmt(s.get('output_throughput'), '{:.0f}')} "
+        f"kv_mean={pct(s.get('kv_cache_usage_mean'))} kv_peak={pct(s.get('kv_cache_usage_peak'))}{tail}"
+    )
+
+
+def check_lines(check: Mapping[str, Any]) -> list[str]:
+    """Lines for a failed or flagged check (nothing for a clean pass): the test, then each notable metric."""
+    notable = [m for m in check.get("metrics") or [] if m.get("status") != "pass" or m.get("updated") or m.get("kept")]
+    action = check.get("action", "compared")
+    if not check.get("failed") and not check.get("flagged") and action == "compared":
+        return []
+    if check.get("failed") and check.get("xfail"):
+        head = f"XFAIL ({check['xfail']})"
+    elif check.get("failed"):
+        head = "FAILED"
+    elif action in ("created", "updated", "rewritten"):
+        head = action.upper()
+    else:
+        head = "FLAGGED"
+    lines = [f"{head} {check.get('nodeid', '?')} ({check.get('path', '?')})"]
+    if action in ("no-baseline", "unreadable"):
+        first = (check.get("message") or "").splitlines()[:1]
+        lines.append(f"    {first[0] if first else action}")
+        return lines
+    for m in notable:
+        suffix = " (updated)" if m.get("updated") else " (kept)" if m.get("kept") else ""
+        lines.append(
+            f"    {m.get('metric')}: {m.get('status')}{suffix} baseline={fmt(m.get('baseline'), '{:.6g}')} "
+            f"obtained={m.get('obtained_text') or fmt(m.get('obtained'), '{:.6g}')} allowed={m.get('allowed', '-')}"
+        )
+    return lines
+
+
+def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """The "rllm" terminal section: a line per configuration, a counting line, then failed or flagged checks."""
+    lines = [run_line(r) for r in runs]
+    if checks:
+        counts: dict[str, int] = {}
+        for c in checks:
+            key = ("xfailed" if c.get("xfail") else "failed") if c.get("failed") else (
+                c.get("action") if c.get("action") != "compared" else "flagged" if c.get("flagged") else "passed")
+            counts[key] = counts.get(key, 0) + 1
+        order = ("passed", "flagged", "created", "updated", "rewritten", "xfailed", "failed")
+        parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+        lines.append("baseline checks: " + ", ".join(parts) + ".")
+        for c in sorted(checks, key=lambda c: str(c.get("nodeid"))):
+            lines.extend(check_lines(c))
+        if counts.get("failed"):
+            lines.append("If the new values are right: re-run with --rllm-update-baselines (or =all to rewrite every entry).")
+    return lines
