@@ -349,10 +349,18 @@ def _local_runs(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, 
     return [run.to_dict() for run in session.runs], timings
 
 
+def _merge_worker_parts(runs: list[dict[str, Any]], timings: list[dict[str, Any]],
+                        parts_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """xdist controller: the runs of every worker's part joined to `runs` by merge_reports, and each part's timings."""
+    from pytest_rllm.report.jsonio import merge_reports, read_json_report
+
+    parts = [read_json_report(part) for part in sorted(parts_dir.glob("*.json"))]
+    merged = merge_reports([{"runs": runs}, *parts])
+    return merged["runs"], [*timings, *[(part.get("meta") or {}).get("timings") or {} for part in parts]]
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    import json
-
     config = session.config
     runs, timings = _local_runs(config)
     if _is_worker(config):
@@ -368,10 +376,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if parts_dir:
         import shutil
 
-        for part in sorted(Path(parts_dir).glob("*.json")):
-            data = json.loads(part.read_text())
-            runs.extend(data.get("runs") or [])
-            all_timings.append((data.get("meta") or {}).get("timings") or {})
+        runs, all_timings = _merge_worker_parts(runs, all_timings, Path(parts_dir))
         shutil.rmtree(parts_dir, ignore_errors=True)
     checks = config.stash.get(CHECKS_KEY, [])
     findings = _with_flags(config.stash.get(FINDINGS_KEY, []), config.stash.get(FLAGS_KEY, {}))

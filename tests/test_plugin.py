@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_rllm.report.jsonio import read_json_report
 from pytest_rllm.settings import OPTIONS
 
 
@@ -94,3 +95,69 @@ def test_findings_survive_xdist(pytester):
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(["findings: 1 flagged, 1 holds."])
+
+
+WORKER_RUNS_CONFTEST = """
+import types
+
+import pytest
+
+from pytest_rllm.plugin import SESSION_KEY
+
+
+class FakeRun:
+    def __init__(self, name):
+        self.name = name
+
+    def to_dict(self):
+        return {"name": self.name, "preset": self.name.split("/")[0], "workload": "main", "records": [],
+                "timelines": {}, "summary": {"requests": 1.0}}
+
+
+@pytest.fixture
+def fake_session(pytestconfig):
+    # Stands in for RllmSession: the plugin reads only .runs and .timings at session end.
+    session = pytestconfig.stash.get(SESSION_KEY, None)
+    if session is None:
+        session = types.SimpleNamespace(runs=[], timings=types.SimpleNamespace(generation=1.0))
+        pytestconfig.stash[SESSION_KEY] = session
+    return session
+"""
+
+
+def test_xdist_worker_runs_are_merged_by_merge_reports(pytester):
+    pytest.importorskip("xdist")
+    pytester.makeconftest(WORKER_RUNS_CONFTEST)
+    pytester.makepyfile(test_runs="""
+        from conftest import FakeRun
+
+        def test_zeta(fake_session):
+            fake_session.runs.append(FakeRun("zeta/main"))
+
+        def test_alpha(fake_session):
+            fake_session.runs.append(FakeRun("alpha/main"))
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--rllm-report=report.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    report = read_json_report(pytester.path / "report.json")
+    # merge_reports orders runs by name, whichever worker ran which test.
+    assert [r["name"] for r in report["runs"]] == ["alpha/main", "zeta/main"]
+    assert all(t["generation"] == 1.0 for t in report["meta"]["timings"])
+    result.stdout.re_match_lines([r"^alpha/main\s+n=1", r"^zeta/main\s+n=1"])
+
+
+def test_worker_parts_are_joined_with_merge_reports(tmp_path, monkeypatch):
+    import importlib
+
+    # sys.modules' copies: pytester runs above may have left stale package attributes behind.
+    plugin = importlib.import_module("pytest_rllm.plugin")
+    jsonio = importlib.import_module("pytest_rllm.report.jsonio")
+    calls = []
+    real_merge = jsonio.merge_reports
+    monkeypatch.setattr(jsonio, "merge_reports", lambda parts, meta=None: calls.append(parts) or real_merge(parts, meta))
+    jsonio.write_json_report(tmp_path / "gw0.json", [{"name": "b/main"}], [], {"timings": {"generation": 2.0}})
+    jsonio.write_json_report(tmp_path / "gw1.json", [{"name": "a/main"}], [], {"timings": {"generation": 3.0}})
+    runs, timings = plugin._merge_worker_parts([{"name": "c/main"}], [{"generation": 1.0}], tmp_path)
+    assert len(calls) == 1
+    assert [r["name"] for r in runs] == ["a/main", "b/main", "c/main"]
+    assert timings == [{"generation": 1.0}, {"generation": 2.0}, {"generation": 3.0}]
