@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,21 @@ def test_findings_come_from_real_test_reports(pytester: pytest.Pytester) -> None
     assert "accuracy 2% vs 61%" in known["evidence"]
     passed = next(r for r in reprec.getreports("pytest_runtest_logreport") if r.nodeid.endswith("test_holds") and r.when == "call")
     assert finding_from_report(passed, flags=["prefix caching added 8% TTFVT"])["verdict"] == "flagged"
+
+
+def test_without_matplotlib_the_page_keeps_its_tables_and_names_the_extra(
+        tmp_path: Path, runs: list[dict], checks: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # None in sys.modules makes the import fail
+    with pytest.warns(UserWarning, match=re.escape("pip install 'pytest-rllm[html]'")):
+        path = write_html_report(tmp_path / "report.html", runs, checks, {"model": "pocket"},
+                                 [finding("FP8 KV cache keeps accuracy", "flagged", "accuracy 62% -> 48%")])
+    page = path.read_text()
+    assert "data-plot=" not in page and "<svg" not in page
+    assert "needs matplotlib" in page and "pip install &#x27;pytest-rllm[html]&#x27;" in page
+    assert "FP8 KV cache keeps accuracy" in page and "kv-fp8-e4m3/main" in page and "test_slower" in page
+
+
+def test_importing_the_report_does_not_import_matplotlib() -> None:
+    code = "import sys, pytest_rllm.report as r; r.summary_lines, r.render_html; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

