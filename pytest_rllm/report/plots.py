@@ -64,10 +64,6 @@ def run_colors(runs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return {run_name(r): PALETTE[i % len(PALETTE)] for i, r in enumerate(runs)}
 
 
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -112,9 +108,9 @@ def _inline_svg(document: str, kind: str, title: str) -> str:
     # matplotlib's default style is a "*" rule: scoped, so it cannot restyle the rest of the page.
     body = document[root.end():].replace("*{stroke-linejoin", "svg.plot *{stroke-linejoin")
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" data-plot="{_esc(kind)}" role="img" '
-        f'aria-label="{_esc(title)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
-        f"<title>{_esc(title)}</title>" + body.strip() + "\n"
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" data-plot="{html.escape(kind)}" role="img" '
+        f'aria-label="{html.escape(title)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f"<title>{html.escape(title)}</title>" + body.strip() + "\n"
     )
 
 
