@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from pytest_rllm.fixtures import baseline_run, gamma_run, needs_of, preset_run, reference_run, rllm_finding  # noqa: F401
 from pytest_rllm.settings import OPTIONS, RllmSettings, SettingError
 
 SETTINGS_KEY = pytest.StashKey[RllmSettings]()
@@ -143,12 +144,19 @@ def hardware_key(settings: RllmSettings) -> str:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The plan comes from what the items ask for: run fixtures (with their indirect
+    # parameters) and rllm_needs markers. Finding and baseline tests get their claim.
+    from pytest_rllm.properties import CLAIM_PROPERTY
+
     plan = config.stash[PLAN_KEY]
+    settings = config.stash[SETTINGS_KEY]
     for item in items:
-        for marker in item.iter_markers("rllm_needs"):
-            for pair in marker.args:
-                if tuple(pair) not in plan:
-                    plan.append(tuple(pair))
+        needs = needs_of(item, settings)
+        plan.extend(pair for pair in needs if pair not in plan)
+        if needs or "rllm_finding" in getattr(item, "fixturenames", ()):
+            doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
+            if doc:
+                item.user_properties.append((CLAIM_PROPERTY, doc.splitlines()[0]))
 
 
 def worker_gpu_ids(config: pytest.Config, settings: RllmSettings) -> list[int] | None:
@@ -273,18 +281,6 @@ def _parts_dir(config: pytest.Config) -> str:
     if not hasattr(config, "_rllm_parts_dir"):
         config._rllm_parts_dir = tempfile.mkdtemp(prefix="rllm-parts-")  # type: ignore[attr-defined]
     return config._rllm_parts_dir  # type: ignore[attr-defined]
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    # A finding test's claim is the first line of its docstring: the findings table reads it.
-    from pytest_rllm.report import CLAIM_PROPERTY
-
-    for item in session.items:
-        if item.get_closest_marker("rllm_needs") is None:
-            continue
-        doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
-        if doc:
-            item.user_properties.append((CLAIM_PROPERTY, doc.splitlines()[0]))
 
 
 def pytest_warning_recorded(warning_message: Any, when: str, nodeid: str, location: Any) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_rllm.baselines import USER_PROPERTY, atomic_write_text, outcomes_from_user_properties
+from pytest_rllm.properties import CLAIM_PROPERTY, EVIDENCE_PROPERTY, FINDING_PROPERTY
 
 REPORT_SCHEMA_VERSION = 1
 # The metrics that CI dashboards get (JUnit properties, one line per run).
@@ -267,8 +268,6 @@ def export_benchmark_json(path: str | os.PathLike[str], runs: Sequence[Mapping[s
 # --------------------------------------------------------------------------- findings
 
 
-CLAIM_PROPERTY = "rllm_claim"  # item.user_properties: the sentence a finding test checks
-EVIDENCE_PROPERTY = "rllm_evidence"  # item.user_properties: numbers behind the verdict, one per entry
 
 
 def finding(claim: str, verdict: str, evidence: str = "", nodeid: str = "") -> dict[str, str]:
@@ -304,6 +303,7 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
     if not claims or (when != "call" and getattr(report, "passed", False)) or when == "teardown":
         return None
     evidence = [str(v) for k, v in props if k == EVIDENCE_PROPERTY]
+    checks = [v for k, v in props if k == FINDING_PROPERTY and isinstance(v, dict)]
     evidence.extend(f"flag: {f}" for f in flags)
     xfail = expected_failure(report)
     if xfail is not None:
@@ -318,8 +318,14 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
         evidence.append(reason.removeprefix("Skipped: "))
     elif getattr(report, "failed", False):
         verdict = "fails" if when == "call" else "error"
-        text = str(getattr(report, "longreprtext", "") or "")
-        evidence.append(_assertion_message(report) or (text.splitlines() or [""])[-1])
+        # rllm_finding's typed verdicts say what failed; the failure text only for other checks.
+        failed = [c for c in checks if c.get("verdict") in ("fails", "inconclusive")]
+        if failed and when == "call":
+            verdict = "inconclusive" if all(c["verdict"] == "inconclusive" for c in failed) else "fails"
+            evidence.extend(str(c.get("message") or c.get("what")) for c in failed)
+        else:
+            text = str(getattr(report, "longreprtext", "") or "")
+            evidence.append(_assertion_message(report) or (text.splitlines() or [""])[-1])
     else:
         verdict = "flagged" if flags else "holds"
     return finding(claims[-1], verdict, "\n".join(e for e in evidence if e), str(getattr(report, "nodeid", "")))
@@ -724,4 +730,4 @@ def write_html_report(path: str | os.PathLike[str], runs: Sequence[Mapping[str, 
 
 
 # Re-exported so the plugin needs one import for the user-property key.
-CHECK_PROPERTY = USER_PROPERTY
+CHECK_PROPERTY = USER_PROPERTY  # the same key: properties.CHECK_PROPERTY

@@ -54,12 +54,11 @@ FINDING_TESTS = """
 import warnings
 import pytest
 from pytest_rllm import FindingFlag
-from pytest_rllm.findings import evidence
 
-@pytest.mark.rllm_needs(("baseline", "main"))
-def test_holds(request):
+def test_holds(rllm_finding):
     '''The thing holds.'''
-    evidence(request, "ratio 2.0")
+    rllm_finding.evidence("ratio 2.0")
+    rllm_finding.at_least(2.0, "kv_area_ratio", "ratio")
 
 @pytest.mark.rllm_needs(("baseline", "main"))
 def test_flagged(request):
