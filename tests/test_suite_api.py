@@ -107,3 +107,12 @@ def test_cv(rllm_finding):
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["findings: 1 fails.", "FAILS test_f.py::test_cv: KV usage fluctuates. -- KV usage CV is 0.2, below kv_cv=0.3"])
+
+
+def test_the_readme_shows_a_shipped_suite_module_whole():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    module = (root / "suites" / "test_stragglers.py").read_text()
+    assert f"```python\n{module}```" in readme, "README's 'Writing your own checks' no longer shows suites/test_stragglers.py as shipped"
