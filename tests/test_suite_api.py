@@ -13,11 +13,11 @@ from pytest_rllm.settings import RllmSettings
 
 PLAN_PRINTER = """
 import pytest
-from pytest_rllm.plugin import PLAN_KEY
+from pytest_rllm.plugin import STATE_KEY
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session):
-    print("PLAN", sorted(session.config.stash[PLAN_KEY]))
+    print("PLAN", sorted(session.config.stash[STATE_KEY].plan))
 """
 
 SUITE = """
