@@ -50,12 +50,10 @@ from pytest_rllm.compare import (
     round_sig,
 )
 from pytest_rllm.hardware import safe_name, slug
-from pytest_rllm.report.properties import CHECK_PROPERTY
+from pytest_rllm.properties import CHECK_PROPERTY as USER_PROPERTY  # a check outcome, as JSON text
 
 SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 300.0  # a worker holding the lock only reads and writes one small file
-# item.user_properties key carrying a check outcome (JSON text); the name predates report.properties.
-USER_PROPERTY = CHECK_PROPERTY
 
 # Settings that change what a metric means; recorded with the baseline, so a
 # failure can say "the baseline was measured with max_tokens=4096".
@@ -346,18 +344,32 @@ class BaselineCheck:
 
     def check(
         self,
-        metrics: Mapping[str, float | Measurement | None],
-        tolerances: Mapping[str, str | Tolerance] | None = None,
+        data: Mapping[str, Any],
+        metrics: Mapping[str, str | Tolerance | None] | None = None,
         *,
+        tolerances: Mapping[str, str | Tolerance] | None = None,
         name: str | None = None,
     ) -> CheckOutcome:
-        """Compare `metrics` with the stored baseline; pytest.fail with a table when they differ.
+        """Compare metrics with the stored baseline; pytest.fail with a table when they differ.
+
+        With a `metrics` table ({name: tolerance, or None for the family default}),
+        exactly those names are read from `data` (a run summary, say), each with
+        its interval from `{name}_low`/`{name}_high` where the summary has one:
+
+            METRICS = {"tail_share": "25pt", "makespan_over_median_e2e": "50%"}
+            rllm_baseline.check(baseline_run.summary(), METRICS)
+
+        Without it every entry of `data` is a metric, `tolerances` giving any tolerance:
 
             rllm_baseline.check({"ttft_p50": s["ttft_p50"], "accuracy": Measurement.proportion(62, 100)},
                                 tolerances={"ttft_p50": "2x"})
         """
         __tracebackhide__ = True
         import pytest
+
+        if metrics is not None:
+            data, tolerances = select_metrics(data, metrics), {
+                **{k: v for k, v in metrics.items() if v is not None}, **(tolerances or {})}
 
         if name in self._names_seen:
             raise ValueError(
@@ -367,7 +379,7 @@ class BaselineCheck:
         self._names_seen.add(name)
         path = self.path(name)
         shown = self._display(path)
-        obtained = {str(k): Measurement.of(v) for k, v in metrics.items()}
+        obtained = {str(k): Measurement.of(v) for k, v in data.items()}
         test_tolerances = {k: parse_tolerance(v) for k, v in (tolerances or {}).items()}
         unknown = [k for k in test_tolerances if not any(c in k for c in "*?[") and k not in obtained]
         if unknown:
@@ -484,6 +496,23 @@ class BaselineCheck:
             # user_properties travel with the test report, across xdist too; JSON
             # text so JUnit XML gets a readable, parseable value.
             self.user_properties.append((USER_PROPERTY, json.dumps(outcome.to_dict(), sort_keys=True)))
+
+
+def select_metrics(data: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Measurement]:
+    """The entries of `data` that `metrics` names (exactly or by a glob such as "accuracy.*"), as Measurements.
+
+    Names `data` lacks were not measured here (no NVML, say) and are left out.
+    """
+    import fnmatch
+
+    patterns = [key for key in metrics if any(c in key for c in "*?[")]
+    out: dict[str, Measurement] = {}
+    for metric in data:
+        if metric not in metrics and not any(fnmatch.fnmatchcase(metric, p) for p in patterns):
+            continue
+        value = data[metric]
+        out[metric] = value if isinstance(value, Measurement) else Measurement.from_summary(data, [metric])[metric]
+    return out
 
 
 # --------------------------------------------------------------------------- fixture factory

@@ -176,12 +176,21 @@ class MetricFamily:
 
 
 DEFAULT_FAMILIES: tuple[MetricFamily, ...] = (
-    MetricFamily("accuracy", ("accuracy", "accuracy_*", "*_accuracy", "goodput_fraction"), "5pt", "higher",
+    # First match wins: the specific families come before the broad ones they overlap.
+    MetricFamily("on-off-ratio", ("*_on_vs_off",), "2x", "none",
+                 "a feature on over off, two engines of one session: either way can be the finding"),
+    MetricFamily("accuracy-gap", ("*_gap.*", "*_gap"), "5pt", "none",
+                 "differences between two accuracies: a change either way is a changed preference"),
+    MetricFamily("accuracy", ("accuracy", "accuracy.*", "accuracy_*", "*_accuracy", "goodput_fraction"), "5pt", "higher",
                  "fraction 0..1; compared by interval when one is given, else 5 points covers ~300 samples"),
     MetricFamily("bad-fraction", ("truncated_in_reasoning", "*error_rate", "*failure_rate"), "5pt", "lower",
                  "fractions 0..1 of bad outcomes"),
     MetricFamily("error-count", ("failed", "truncated", "preemptions"), "10%+2", "lower",
                  "counts of bad outcomes; a couple more is noise, many more is a regression"),
+    MetricFamily("good-fraction", ("*hit_rate", "*acceptance_rate", "completed_fraction"), "10pt", "higher",
+                 "fractions 0..1 of good outcomes: cache hits, accepted drafts, finished requests"),
+    MetricFamily("correlation", ("spearman_*", "pearson_*"), "0.2", "higher",
+                 "rank correlations -1..1: an absolute band, as a ratio is meaningless near 0"),
     MetricFamily("fraction", ("*_rate", "*_fraction", "kv_cache_usage_*", "tail_share"), "10pt", "none",
                  "fractions 0..1 that move with scheduling"),
     MetricFamily("timing-ratio", ("*_over_*", "*_ratio", "*speedup*", "*_cv"), "50%", "none",

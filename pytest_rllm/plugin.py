@@ -16,12 +16,12 @@ from typing import Any, Iterator
 
 import pytest
 
+from pytest_rllm.fixtures import baseline_run, gamma_run, needs_of, preset_run, reference_run, rllm_finding  # noqa: F401
 from pytest_rllm.settings import OPTIONS, RllmSettings, SettingError
 
+from pytest_rllm.state import STATE_KEY, install, state_of  # noqa: F401  (STATE_KEY: public, for tests)
+
 SETTINGS_KEY = pytest.StashKey[RllmSettings]()
-PLAN_KEY = pytest.StashKey[list]()
-SESSION_KEY = pytest.StashKey[Any]()
-START_KEY = pytest.StashKey[float]()
 
 
 def _validator(option: Any) -> Any:
@@ -93,8 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SETTINGS_KEY] = resolve_settings(config)
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[PLAN_KEY] = []
-    config.stash[START_KEY] = time.perf_counter()
+    install(config)
     _install_sigterm_handler()
 
 
@@ -143,12 +142,18 @@ def hardware_key(settings: RllmSettings) -> str:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    plan = config.stash[PLAN_KEY]
+    # The plan comes from what the items ask for: run fixtures (with their indirect
+    # parameters) and rllm_needs markers. Finding and baseline tests get their claim.
+    from pytest_rllm.properties import CLAIM_PROPERTY
+
+    state, settings = config.stash[STATE_KEY], config.stash[SETTINGS_KEY]
     for item in items:
-        for marker in item.iter_markers("rllm_needs"):
-            for pair in marker.args:
-                if tuple(pair) not in plan:
-                    plan.append(tuple(pair))
+        needs = needs_of(item, settings)
+        state.plan_runs(needs)
+        if needs or "rllm_finding" in getattr(item, "fixturenames", ()):
+            doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
+            if doc:
+                item.user_properties.append((CLAIM_PROPERTY, doc.splitlines()[0]))
 
 
 def worker_gpu_ids(config: pytest.Config, settings: RllmSettings) -> list[int] | None:
@@ -190,9 +195,10 @@ def rllm_session(pytestconfig: pytest.Config, rllm_settings: RllmSettings, tmp_p
         log_dir=tmp_path_factory.mktemp("rllm-engine-logs"),
         gpu_ids=None if rllm_settings.endpoint else worker_gpu_ids(pytestconfig, rllm_settings),
     )
-    for label, workload in pytestconfig.stash[PLAN_KEY]:
+    state = pytestconfig.stash[STATE_KEY]
+    for label, workload in state.plan:
         session.need(label, workload)
-    pytestconfig.stash[SESSION_KEY] = session
+    state.session = session
     try:
         yield session
     finally:
@@ -251,12 +257,6 @@ def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -
 
 
 # --------------------------------------------------------------------------- results: collect, merge, report
-CHECKS_KEY = pytest.StashKey[list]()
-FINDINGS_KEY = pytest.StashKey[list]()
-FLAGS_KEY = pytest.StashKey[dict]()
-MERGED_KEY = pytest.StashKey[dict]()
-
-
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -275,74 +275,9 @@ def _parts_dir(config: pytest.Config) -> str:
     return config._rllm_parts_dir  # type: ignore[attr-defined]
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    # A finding test's claim is the first line of its docstring: the findings table reads it.
-    from pytest_rllm.report.properties import CLAIM_PROPERTY
-
-    for item in session.items:
-        if item.get_closest_marker("rllm_needs") is None:
-            continue
-        doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
-        if doc:
-            item.user_properties.append((CLAIM_PROPERTY, doc.splitlines()[0]))
-
-
-def pytest_warning_recorded(warning_message: Any, when: str, nodeid: str, location: Any) -> None:
-    from pytest_rllm import FindingFlag
-
-    category = getattr(warning_message, "category", None)
-    if isinstance(category, type) and issubclass(category, FindingFlag):
-        config = _CONFIG.get("config")
-        if config is not None:
-            config.stash.setdefault(FLAGS_KEY, {}).setdefault(nodeid, []).append(str(warning_message.message))
-
-
-_CONFIG: dict[str, pytest.Config] = {}
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Runs on the xdist controller too: baseline outcomes and findings arrive in user_properties."""
-    config = _CONFIG.get("config")
-    if config is None:
-        return
-    from pytest_rllm.baselines import outcomes_from_user_properties
-    from pytest_rllm.report.findings import expected_failure, finding_from_report
-
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcomes = outcomes_from_user_properties(report.user_properties)
-        xfail = expected_failure(report)
-        if xfail is not None:
-            # An expected failure (a known engine issue): reported as such, not as a failed check.
-            for outcome in outcomes:
-                outcome["xfail"] = xfail or "expected failure"
-        config.stash.setdefault(CHECKS_KEY, []).extend(outcomes)
-        # Flags are recorded after the report (the warnings plugin reports at the
-        # end of the test's protocol): they are joined in at session end.
-        row = finding_from_report(report)
-        if row is not None:
-            config.stash.setdefault(FINDINGS_KEY, []).append(row)
-
-
-def _with_flags(findings: list[dict[str, str]], flags: dict[str, list[str]]) -> list[dict[str, str]]:
-    out = []
-    for row in findings:
-        messages = flags.get(row["nodeid"], [])
-        if messages:
-            row = dict(row)
-            if row["verdict"] == "holds":
-                row["verdict"] = "flagged"
-            row["evidence"] = "\n".join([row.get("evidence") or ""] + [f"flag: {m}" for m in messages]).strip()
-        out.append(row)
-    return out
-
-
 def _local_runs(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    session = config.stash.get(SESSION_KEY, None)
+    state = state_of(config)
+    session = state.session if state is not None else None
     if session is None:
         return [], {}
     timings = vars(session.timings).copy()
@@ -378,9 +313,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         runs, all_timings = _merge_worker_parts(runs, all_timings, Path(parts_dir))
         shutil.rmtree(parts_dir, ignore_errors=True)
-    checks = config.stash.get(CHECKS_KEY, [])
-    findings = _with_flags(config.stash.get(FINDINGS_KEY, []), config.stash.get(FLAGS_KEY, {}))
-    config.stash[MERGED_KEY] = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings}
+    state = config.stash[STATE_KEY]
+    checks, findings = state.checks, state.findings_with_flags()
+    state.merged = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings}
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not (runs or checks or findings):
         return
@@ -412,7 +347,8 @@ def _report_meta(config: pytest.Config, settings: RllmSettings) -> dict[str, Any
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if _is_worker(config):
         return
-    merged = config.stash.get(MERGED_KEY, None)
+    state = state_of(config)
+    merged = state.merged if state is not None else None
     if not merged or not (merged["runs"] or merged["checks"] or merged["findings"]):
         return
     from pytest_rllm.report.terminal import summary_lines
@@ -433,7 +369,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"{f['verdict'].upper()} {f['nodeid']}: {f['claim']}" + (f" -- {first[-1]}" if first else ""))
     if held and any(f["verdict"] == "flagged" for f in merged["findings"]):
         tr.write_line("Strict mode for gates: -W error::pytest_rllm.FindingFlag turns flags into failures.")
-    total = time.perf_counter() - config.stash[START_KEY]
+    total = time.perf_counter() - state.started
     for t in merged["timings"]:
         if not t:
             continue

@@ -117,6 +117,51 @@ def counter_deltas(start: dict[str, float], end: dict[str, float]) -> dict[str, 
     return out
 
 
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a run's engine was: read from the info the session records with each run (RunResult.engine)."""
+
+    kind: str = ""  # "server" | "inprocess" | "endpoint"
+    engine: str = ""  # name and version, as platform.engine_version_text() gives them
+    preset: str = ""
+    model: str = ""
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    block_size: int | None = None
+    num_gpu_blocks: int | None = None
+    cache_dtype: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineInfo:
+        spec = data.get("spec") or {}
+        cache = data.get("cache_config") or {}
+        return cls(
+            kind=str(data.get("kind", "")), engine=str(data.get("engine", "")),
+            preset=str(data.get("preset", spec.get("preset", ""))), model=str(spec.get("model", data.get("model", ""))),
+            engine_args=dict(spec.get("engine_args") or {}), block_size=_int(cache.get("block_size")),
+            num_gpu_blocks=_int(cache.get("num_gpu_blocks")), cache_dtype=cache.get("cache_dtype"),
+        )
+
+    @property
+    def kv_capacity_tokens(self) -> int | None:
+        """Tokens the KV cache holds (blocks x block size), where the engine reports its cache config."""
+        if self.num_gpu_blocks and self.block_size:
+            return self.num_gpu_blocks * self.block_size
+        return None
+
+    @property
+    def draft_model(self) -> str | None:
+        """The speculative-decoding draft model, where the configuration names one."""
+        draft = (self.engine_args.get("speculative_config") or {}).get("model")
+        return str(draft) if draft else None
+
+
 @dataclass
 class RunResult:
     """One workload run on one engine configuration."""
@@ -138,6 +183,10 @@ class RunResult:
     @property
     def key(self) -> str:
         return f"{self.label}/{self.workload}"
+
+    @property
+    def engine_info(self) -> EngineInfo:
+        return EngineInfo.from_dict(self.engine)
 
     def summary(self) -> dict[str, float]:
         if self._summary is None:

@@ -36,6 +36,24 @@ QUANTIZED_CHECKPOINT_METHODS = ("awq", "gptq")
 SLO_METRICS = ("ttft", "ttfvt", "tpot", "itl", "e2e")
 UPDATE_MODES = ("none", "changed", "all")
 
+# Finding thresholds: name -> (default, meaning). Accuracy thresholds are in percentage points.
+# Kept beside the options so --rllm-threshold names are checked before anything runs.
+THRESHOLDS: dict[str, tuple[float, str]] = {
+    "accuracy_points": (10.0, "an optimization may lose at most this many accuracy points against baseline (paired, 95%)"),
+    # 0: "significantly better" (the study's claim); a margin on top is a policy a user can set.
+    "reasoning_gain_points": (0.0, "with thinking, accuracy beats the plain (no-thinking) reference: the paired 95% interval lies above this many points"),
+    "kv_area_ratio": (2.0, "KV-cache memory-time (usage x seconds) of the reasoning run over the plain reference run, at least"),
+    "kv_cv": (0.3, "coefficient of variation of KV-cache usage during the reasoning run, at least"),
+    "makespan_over_median": (1.2, "batch makespan over the median request's E2E, at least (stragglers dominate)"),
+    "length_tail_ratio": (1.5, "output length p99 over p50, at least"),
+    "spearman_p": (0.01, "p-value of the Spearman correlation between difficulty and output length / E2E, at most"),
+    "spec_e2e_ratio": (1.0, "speculative decoding's E2E p50 over baseline's, at most"),
+    "spec_acceptance_self_draft": (0.9, "acceptance rate when the model drafts for itself, at least"),
+    "prefix_hit_rate": (0.0, "prefix-cache hit rate with caching on, above"),
+    # 0.9, not 1.0: one run's throughput moves a few percent by itself.
+    "slowdown_ratio": (0.9, "an optimization's output throughput over baseline's below this is flagged as slower"),
+}
+
 
 class SettingError(ValueError):
     """A --rllm-* option or rllm_* ini value that cannot be used; the message says the fix."""
@@ -164,13 +182,19 @@ def parse_quantized_models(text: str | list[str]) -> tuple[tuple[str, str], ...]
     return tuple(sorted(pairs))
 
 
-def parse_slo(text: str | list[str]) -> tuple[tuple[str, float], ...]:
+def _named_values(text: str | list[str], *, what: str, known: Any, noun: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """NAME=VALUE pairs whose NAME is one of `known`, each VALUE parsed by `value(name, text)`, sorted."""
     pairs = []
-    for key, value in parse_key_values(text, what="METRIC=DURATION (e.g. ttft=2s,tpot=100ms)"):
-        if key not in SLO_METRICS:
-            raise SettingError(f"unknown SLO metric {key!r}; expected one of {', '.join(SLO_METRICS)}")
-        pairs.append((key, parse_duration(value)))
+    for key, raw in parse_key_values(text, what=what):
+        if key not in known:
+            raise SettingError(f"unknown {noun} {key!r}; expected one of {', '.join(sorted(known))}")
+        pairs.append((key, value(key, raw)))
     return tuple(sorted(pairs))
+
+
+def parse_slo(text: str | list[str]) -> tuple[tuple[str, float], ...]:
+    return _named_values(text, what="METRIC=DURATION (e.g. ttft=2s,tpot=100ms)", known=SLO_METRICS, noun="SLO metric",
+                         value=lambda key, raw: parse_duration(raw))
 
 
 def parse_datasets(text: str | list[str]) -> tuple[str, ...]:
@@ -204,11 +228,15 @@ def parse_accuracy(text: str) -> str:
     raise SettingError(f"expected 'builtin' or 'lm-eval:TASK[,TASK...]', got {value!r}")
 
 
-def parse_reasoning_parser(text: str) -> str:
+def _matching(text: str, pattern: str, expected: str) -> str:
     value = str(text).strip()
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
-        raise SettingError(f"expected a reasoning parser name such as deepseek_r1, qwen3, auto or none, got {value!r}")
+    if not re.fullmatch(pattern, value):
+        raise SettingError(f"expected {expected}, got {value!r}")
     return value
+
+
+def parse_reasoning_parser(text: str) -> str:
+    return _matching(text, r"[A-Za-z0-9_.\-]+", "a reasoning parser name such as deepseek_r1, qwen3, auto or none")
 
 
 def parse_update_mode(text: str) -> str:
@@ -230,25 +258,24 @@ def parse_tolerances(text: str | list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
+def _threshold_number(key: str, value: str) -> float:
+    try:
+        number = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
+    except ValueError:
+        number = math.nan
+    if math.isnan(number):
+        raise SettingError(f"threshold {key!r}: expected a number, got {value!r}")
+    return number
+
+
 def parse_thresholds(text: str | list[str]) -> tuple[tuple[str, float], ...]:
-    """Finding thresholds as NAME=NUMBER; names are checked against the suites' table when used."""
-    pairs = []
-    for key, value in parse_key_values(text, what="NAME=NUMBER (e.g. accuracy_points=5)"):
-        try:
-            number = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
-        except ValueError:
-            raise SettingError(f"threshold {key!r}: expected a number, got {value!r}") from None
-        if math.isnan(number):
-            raise SettingError(f"threshold {key!r}: expected a number, got {value!r}")
-        pairs.append((key, number))
-    return tuple(sorted(pairs))
+    """Finding thresholds as NAME=NUMBER; NAME must be one of THRESHOLDS."""
+    return _named_values(text, what="NAME=NUMBER (e.g. accuracy_points=5)", known=THRESHOLDS, noun="threshold name",
+                         value=_threshold_number)
 
 
 def parse_env_name(text: str) -> str:
-    value = str(text).strip()
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise SettingError(f"expected an environment variable name such as OPENAI_API_KEY, got {value!r}")
-    return value
+    return _matching(text, r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name such as OPENAI_API_KEY")
 
 
 def parse_text(text: str) -> str:

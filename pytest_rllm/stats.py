@@ -387,6 +387,20 @@ __all__ = [
     "newcombe_paired_interval",
     "paired_bootstrap_diff",
     "percentile",
+    "proportions_differ",
     "spearman",
     "wilson_interval",
 ]
+
+
+def proportions_differ(cells: Sequence[tuple[int, int]]) -> float:
+    """p-value of a chi-square test that groups of (successes, n) share one proportion.
+
+    NaN when it cannot be asked: fewer than two groups, or every answer right (or every one wrong).
+    """
+    from scipy.stats import chi2_contingency  # only here: scipy is slow to import
+
+    table = [[correct, n - correct] for correct, n in cells]
+    if len(table) < 2 or sum(row[0] for row in table) == 0 or sum(row[1] for row in table) == 0:
+        return math.nan
+    return float(chi2_contingency(table)[1])

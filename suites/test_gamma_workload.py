@@ -4,52 +4,52 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rllm.compare import Measurement
-from pytest_rllm.findings import KV_CV_TOLERANCE, cpu_spec_decoding_bug, evidence, fmt, require, speed_ratios, threshold
+from pytest_rllm.checks.finding import KV_CV_TOLERANCE, cpu_spec_decoding_bug, fmt, speed_ratios
+from pytest_rllm.fixtures import run_fixture
 from pytest_rllm.stats import spearman
 
-FINDINGS = ["kv-usage-fluctuates", "output-length-tail", "runtime-follows-difficulty", "spec-ngram-lowers-e2e"]
+METRICS = {"kv_cache_usage_cv": KV_CV_TOLERANCE, "output_tokens_p99_over_p50": "50%", "completed_fraction": "2pt"}
+spec_ngram_gamma_run = run_fixture("spec-ngram", "gamma")
 
 
-def needs(finding: str):
-    pairs = [("baseline", "gamma")]
-    marks = []
-    if finding == "spec-ngram-lowers-e2e":
-        pairs.append(("spec-ngram", "gamma"))
-        marks.append(cpu_spec_decoding_bug())
-    return [pytest.mark.rllm_needs(*pairs), *marks]
+@pytest.fixture
+def gamma_summary(gamma_run, rllm_finding):
+    s = gamma_run.summary()
+    rllm_finding.evidence(f"arrivals {gamma_run.workload_config.get('arrival')}, send lag p99 {fmt(s.get('send_lag_p99'))}s")
+    return s
 
 
-@pytest.mark.parametrize("finding", [pytest.param(f, marks=needs(f), id=f) for f in FINDINGS])
-def test_finding_holds_under_gamma_arrivals(rllm_run, rllm_settings, request, finding):
-    """The finding keeps its direction when requests arrive in Gamma-distributed bursts."""
-    run = rllm_run("baseline", "gamma")
-    s = run.summary()
-    evidence(request, f"arrivals {run.workload_config.get('arrival')}, send lag p99 {fmt(s.get('send_lag_p99'))}s")
-    if finding == "kv-usage-fluctuates":
-        evidence(request, f"KV usage CV {fmt(s.get('kv_cache_usage_cv'))}, peak {fmt(s.get('kv_cache_usage_peak'), '.2%')}")
-        require(s.get("kv_cache_usage_cv", 0) >= threshold(rllm_settings, "kv_cv"), "KV usage does not fluctuate under Gamma arrivals")
-    elif finding == "output-length-tail":
-        evidence(request, f"output length p99/p50 {fmt(s.get('output_tokens_p99_over_p50'))}")
-        require(s.get("output_tokens_p99_over_p50", 0) >= threshold(rllm_settings, "length_tail_ratio"),
-                "output lengths have no long tail under Gamma arrivals")
-    elif finding == "runtime-follows-difficulty":
-        done = [r for r in run.records if r.ok]
-        rho, p = spearman([r.difficulty for r in done], [float(r.output_tokens) for r in done])
-        evidence(request, f"Spearman(difficulty, output tokens) rho={fmt(rho)} p={fmt(p)}")
-        require(rho > 0 and p <= threshold(rllm_settings, "spearman_p"), "output length does not follow difficulty under Gamma arrivals")
-    else:
-        ratio = speed_ratios(s, rllm_run("spec-ngram", "gamma").summary())["e2e_p50_vs_baseline"]
-        evidence(request, f"spec-ngram E2E p50 x{fmt(ratio)} baseline under the same arrivals")
-        require(ratio <= threshold(rllm_settings, "spec_e2e_ratio"), f"spec-ngram E2E is x{fmt(ratio)} baseline's under Gamma arrivals")
+def test_kv_usage_fluctuates_under_gamma_arrivals(gamma_summary, rllm_finding):
+    """KV-cache usage still swings widely when requests arrive in Gamma-distributed bursts."""
+    s = gamma_summary
+    rllm_finding.evidence(f"KV usage CV {fmt(s.get('kv_cache_usage_cv'))}, peak {fmt(s.get('kv_cache_usage_peak'), '.2%')}")
+    rllm_finding.at_least(s.get("kv_cache_usage_cv"), "kv_cv", "KV usage CV under Gamma arrivals")
 
 
-@pytest.mark.rllm_needs(("baseline", "gamma"))
-def test_gamma_workload_matches_baseline(rllm_run, rllm_baseline):
+def test_output_lengths_keep_a_long_tail_under_gamma_arrivals(gamma_summary, rllm_finding):
+    """Output lengths keep a long tail (p99 far above p50) under Gamma arrivals."""
+    rllm_finding.at_least(gamma_summary.get("output_tokens_p99_over_p50"), "length_tail_ratio",
+                          "output length p99/p50 under Gamma arrivals")
+
+
+def test_runtime_follows_difficulty_under_gamma_arrivals(gamma_run, gamma_summary, rllm_finding):
+    """Output length still rises with difficulty (Spearman) under Gamma arrivals."""
+    done = [r for r in gamma_run.records if r.ok]
+    rho, p = spearman([r.difficulty for r in done], [float(r.output_tokens) for r in done])
+    rllm_finding.evidence(f"Spearman(difficulty, output tokens) rho={fmt(rho)} p={fmt(p)}")
+    rllm_finding.require(rho > 0, f"output length does not rise with difficulty under Gamma arrivals: rho={fmt(rho)}")
+    rllm_finding.at_most(p, "spearman_p", "p-value of Spearman(difficulty, output tokens) under Gamma arrivals")
+
+
+@cpu_spec_decoding_bug()
+def test_spec_ngram_lowers_e2e_under_gamma_arrivals(gamma_summary, spec_ngram_gamma_run, rllm_finding):
+    """n-gram speculative decoding keeps median E2E at most baseline's under the same Gamma arrivals."""
+    e2e = speed_ratios(gamma_summary, spec_ngram_gamma_run.summary())["e2e_p50_vs_baseline"]
+    rllm_finding.evidence(f"spec-ngram E2E p50 x{fmt(e2e)} baseline under the same arrivals")
+    rllm_finding.at_most(e2e, "spec_e2e_ratio", "spec-ngram's E2E p50 over baseline's under Gamma arrivals")
+
+
+def test_gamma_workload_matches_baseline(gamma_run, rllm_baseline):
     """Gamma-load memory and straggler metrics match the stored baseline."""
-    s = rllm_run("baseline", "gamma").summary()
-    rllm_baseline.check({
-        "kv_cache_usage_cv": Measurement(s["kv_cache_usage_cv"], better="none"),
-        "output_tokens_p99_over_p50": Measurement(s["output_tokens_p99_over_p50"], better="none"),
-        "completed_fraction": Measurement(s["completed"] / s["requests"], better="higher"),
-    }, tolerances={"kv_cache_usage_cv": KV_CV_TOLERANCE, "output_tokens_p99_over_p50": "50%", "completed_fraction": "2pt"})
+    s = gamma_run.summary()
+    rllm_baseline.check({**s, "completed_fraction": s["completed"] / s["requests"]}, METRICS)

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rllm.compare import Measurement
-from pytest_rllm.findings import (
-    SPEED_RATIO_TOLERANCES, accuracy_check, evidence, fmt, speed_measurements, speed_ratios, threshold,
-)
+from pytest_rllm.checks.finding import SPEED_RATIO_TOLERANCES, fmt, speed_ratios
 
 PRESETS = ["kv-fp8-e4m3", "kv-fp8-e5m2"]
-params = [pytest.param(p, marks=pytest.mark.rllm_needs(("baseline", "main"), (p, "main")), id=p) for p in PRESETS]
+METRICS = {"accuracy": None, **SPEED_RATIO_TOLERANCES}
+pytestmark = pytest.mark.parametrize("preset_run", PRESETS, indirect=True)
 
 
-@pytest.mark.parametrize("preset", params)
-def test_kv_quantized_accuracy_within_tolerance(rllm_run, rllm_settings, request, preset):
+def test_kv_quantized_accuracy_within_tolerance(baseline_run, preset_run, rllm_finding):
     """FP8 KV-cache accuracy is within T points of baseline (paired); a drop is flagged. Skips where the engine cannot run it."""
-    base, quant = rllm_run("baseline", "main"), rllm_run(preset, "main")
-    for key, value in speed_ratios(base.summary(), quant.summary()).items():
-        evidence(request, f"{key}: x{fmt(value)}")
-    accuracy_check(base, quant, threshold(rllm_settings, "accuracy_points"), flag_only=True, request=request)
+    for key, value in speed_ratios(baseline_run.summary(), preset_run.summary()).items():
+        rllm_finding.evidence(f"{key}: x{fmt(value)}")
+    rllm_finding.accuracy_within(baseline_run, preset_run, "accuracy_points", flag_only=True)
 
 
-@pytest.mark.parametrize("preset", params)
-def test_kv_quantization_matches_baseline(rllm_run, rllm_baseline, preset):
+def test_kv_quantization_matches_baseline(baseline_run, preset_run, rllm_baseline):
     """FP8 KV-cache accuracy and speed ratios match the stored baseline."""
-    base, quant = rllm_run("baseline", "main"), rllm_run(preset, "main")
-    metrics = Measurement.from_summary(quant.summary(), ["accuracy"])
-    metrics.update(speed_measurements(speed_ratios(base.summary(), quant.summary())))
-    rllm_baseline.check(metrics, tolerances=SPEED_RATIO_TOLERANCES)
+    s = preset_run.summary()
+    rllm_baseline.check({**s, **speed_ratios(baseline_run.summary(), s)}, METRICS)

@@ -9,11 +9,9 @@ import math
 
 import pytest
 
-from pytest_rllm.findings import evidence, require
-
 
 @pytest.mark.rllm_needs(("baseline", "main"))
-def test_lm_eval_agrees_with_the_builtin_grader(rllm_session, rllm_settings, request):
+def test_lm_eval_agrees_with_the_builtin_grader(rllm_session, rllm_settings, rllm_finding):
     """lm-eval's score on the engine under test lies inside the built-in grader's 95% interval for the same replies."""
     if not rllm_settings.accuracy.startswith("lm-eval:"):
         pytest.skip("lm-eval bridge not requested: pass --rllm-accuracy=lm-eval:rllm_procedural")
@@ -33,9 +31,9 @@ def test_lm_eval_agrees_with_the_builtin_grader(rllm_session, rllm_settings, req
                           api_key=rllm_session.api_key(), max_gen_toks=rllm_settings.max_tokens, samples=samples)
     rows = side_by_side(results, builtin_scores(samples))
     for line in format_side_by_side(rows).splitlines():
-        evidence(request, line)
+        rllm_finding.evidence(line)
     for row in rows:
-        require(not math.isnan(row["lm_eval"]), f"lm-eval returned no score for {row['task']}")
-        require(row["lm_eval_within_builtin_ci"],
+        rllm_finding.require(not math.isnan(row["lm_eval"]), f"lm-eval returned no score for {row['task']}")
+        rllm_finding.require(row["lm_eval_within_builtin_ci"],
                 f"{row['task']}: lm-eval {row['lm_eval']:.3f} is outside the built-in 95% interval "
                 f"[{row['builtin_low']:.3f}, {row['builtin_high']:.3f}] on the same replies")

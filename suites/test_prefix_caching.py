@@ -2,46 +2,39 @@
 
 from __future__ import annotations
 
-import pytest
+from pytest_rllm.checks.finding import SPEED_RATIO_TOLERANCES, fmt, speed_ratios
+from pytest_rllm.fixtures import run_fixture
 
-from pytest_rllm.compare import Measurement
-from pytest_rllm.findings import SPEED_RATIO_TOLERANCES, accuracy_check, evidence, flag, fmt, require, speed_ratios, threshold
+prefix_on_run = run_fixture("prefix-caching-on", "shared-prefix")
+prefix_off_run = run_fixture("prefix-caching-off", "shared-prefix")
+METRICS = {"accuracy": None, "prefix_cache_hit_rate": "20pt",
+           **{k.replace("_vs_baseline", "_on_vs_off"): v for k, v in SPEED_RATIO_TOLERANCES.items()}}
 
-pytestmark = pytest.mark.rllm_needs(("prefix-caching-on", "shared-prefix"), ("prefix-caching-off", "shared-prefix"))
 
-
-def test_prefix_cache_hits_when_on(rllm_run, rllm_settings, request):
+def test_prefix_cache_hits_when_on(prefix_on_run, prefix_off_run, rllm_finding):
     """With prefix caching on and a shared prompt prefix, the cache hits (hit rate above 0)."""
-    on, off = rllm_run("prefix-caching-on", "shared-prefix").summary(), rllm_run("prefix-caching-off", "shared-prefix").summary()
-    hit = on.get("prefix_cache_hit_rate")
-    evidence(request, f"hit rate on {fmt(hit, '.1%')}, off {fmt(off.get('prefix_cache_hit_rate', 0.0), '.1%')}")
-    require(hit is not None and hit > threshold(rllm_settings, "prefix_hit_rate"),
-            f"prefix-cache hit rate with caching on is {fmt(hit, '.1%')}: the engine reused nothing")
+    hit = prefix_on_run.summary().get("prefix_cache_hit_rate")
+    rllm_finding.evidence(f"hit rate on {fmt(hit, '.1%')}, off {fmt(prefix_off_run.summary().get('prefix_cache_hit_rate', 0.0), '.1%')}")
+    rllm_finding.above(hit, "prefix_hit_rate", "prefix-cache hit rate with caching on (0: the engine reused nothing)")
 
 
-def test_prefix_caching_regression_is_flagged(rllm_run, request):
+def test_prefix_caching_regression_is_flagged(prefix_on_run, prefix_off_run, rllm_finding):
     """A throughput or latency regression with prefix caching on is flagged (the study saw it below ~8B)."""
-    on, off = rllm_run("prefix-caching-on", "shared-prefix").summary(), rllm_run("prefix-caching-off", "shared-prefix").summary()
-    ratios = speed_ratios(off, on)
+    ratios = speed_ratios(prefix_off_run.summary(), prefix_on_run.summary(), suffix="_on_vs_off")
     for key, value in ratios.items():
-        evidence(request, f"on/off {key.removesuffix('_vs_baseline')}: x{fmt(value)}")
-    if ratios["output_throughput_vs_baseline"] < 1.0 or ratios["e2e_p50_vs_baseline"] > 1.0:
-        flag(f"prefix caching on is slower than off: throughput x{fmt(ratios['output_throughput_vs_baseline'])}, "
-             f"E2E p50 x{fmt(ratios['e2e_p50_vs_baseline'])} (possible on small models)")
+        rllm_finding.evidence(f"on/off {key.removesuffix('_on_vs_off')}: x{fmt(value)}")
+    if ratios["output_throughput_on_vs_off"] < 1.0 or ratios["e2e_p50_on_vs_off"] > 1.0:
+        rllm_finding.flag(f"prefix caching on is slower than off: throughput x{fmt(ratios['output_throughput_on_vs_off'])}, "
+                          f"E2E p50 x{fmt(ratios['e2e_p50_on_vs_off'])} (possible on small models)")
 
 
-def test_prefix_caching_accuracy_within_tolerance(rllm_run, rllm_settings, request):
+def test_prefix_caching_accuracy_within_tolerance(prefix_on_run, prefix_off_run, rllm_finding):
     """Accuracy with prefix caching on is within T points of off (paired); a drop is flagged."""
-    accuracy_check(rllm_run("prefix-caching-off", "shared-prefix"), rllm_run("prefix-caching-on", "shared-prefix"),
-                   threshold(rllm_settings, "accuracy_points"), flag_only=True, request=request)
+    rllm_finding.accuracy_within(prefix_off_run, prefix_on_run, "accuracy_points", flag_only=True)
 
 
-def test_prefix_caching_matches_baseline(rllm_run, rllm_baseline):
+def test_prefix_caching_matches_baseline(prefix_on_run, prefix_off_run, rllm_baseline):
     """Hit rate, accuracy and on/off speed ratios match the stored baseline."""
-    on, off = rllm_run("prefix-caching-on", "shared-prefix").summary(), rllm_run("prefix-caching-off", "shared-prefix").summary()
-    metrics = Measurement.from_summary(on, ["accuracy"])
-    metrics["prefix_cache_hit_rate"] = Measurement(on.get("prefix_cache_hit_rate", float("nan")), better="higher")
-    for key, value in speed_ratios(off, on).items():
-        metrics[key.replace("_vs_baseline", "_on_vs_off")] = Measurement(value, better="none")
-    tolerances = {k.replace("_vs_baseline", "_on_vs_off"): v for k, v in SPEED_RATIO_TOLERANCES.items()}
-    rllm_baseline.check(metrics, tolerances={**tolerances, "prefix_cache_hit_rate": "20pt"})
+    on = prefix_on_run.summary()
+    data = {"prefix_cache_hit_rate": float("nan"), **on, **speed_ratios(prefix_off_run.summary(), on, suffix="_on_vs_off")}
+    rllm_baseline.check(data, METRICS)

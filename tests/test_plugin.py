@@ -55,12 +55,11 @@ FINDING_TESTS = """
 import warnings
 import pytest
 from pytest_rllm import FindingFlag
-from pytest_rllm.findings import evidence
 
-@pytest.mark.rllm_needs(("baseline", "main"))
-def test_holds(request):
+def test_holds(rllm_finding):
     '''The thing holds.'''
-    evidence(request, "ratio 2.0")
+    rllm_finding.evidence("ratio 2.0")
+    rllm_finding.at_least(2.0, "kv_area_ratio", "ratio")
 
 @pytest.mark.rllm_needs(("baseline", "main"))
 def test_flagged(request):
@@ -102,7 +101,7 @@ import types
 
 import pytest
 
-from pytest_rllm.plugin import SESSION_KEY
+from pytest_rllm.plugin import STATE_KEY
 
 
 class FakeRun:
@@ -117,11 +116,10 @@ class FakeRun:
 @pytest.fixture
 def fake_session(pytestconfig):
     # Stands in for RllmSession: the plugin reads only .runs and .timings at session end.
-    session = pytestconfig.stash.get(SESSION_KEY, None)
-    if session is None:
-        session = types.SimpleNamespace(runs=[], timings=types.SimpleNamespace(generation=1.0))
-        pytestconfig.stash[SESSION_KEY] = session
-    return session
+    state = pytestconfig.stash[STATE_KEY]
+    if state.session is None:
+        state.session = types.SimpleNamespace(runs=[], timings=types.SimpleNamespace(generation=1.0))
+    return state.session
 """
 
 

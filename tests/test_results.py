@@ -214,7 +214,7 @@ def test_histogram_totals_add_sum_and_count_over_label_sets():
 def test_accuracy_check_skips_where_the_reference_leaves_no_room_for_a_loss():
     import pytest
 
-    from pytest_rllm.findings import accuracy_check
+    from pytest_rllm.checks.finding import accuracy_check
 
     def run(label, answers):
         return RunResult(label, "shared-prefix", [rec(i, 0.0, 0.1, 0.2, 1.0, 10, answer=a) for i, a in enumerate(answers)])

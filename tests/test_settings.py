@@ -83,3 +83,10 @@ def test_settings_are_hashable_and_plain():
     hash(s)
     assert s.slo_seconds() == {"ttft": 2.0, "tpot": 0.1}
     assert s.to_dict()["server_arg"] == ("--max-model-len=2048",)
+
+
+def test_unknown_threshold_name_is_refused_before_anything_runs(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--rllm-threshold=kv_cvv=0.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--rllm-threshold*unknown threshold name 'kv_cvv'; expected one of *kv_cv*"])

@@ -8,10 +8,10 @@ holding an old JSON report.
 Modules: ``terminal`` (summary lines), ``jsonio`` (JSON write, read, merge),
 ``junit`` (JUnit properties), ``html`` and ``plots`` (the HTML page),
 ``findings`` (rows read from test reports), ``benchmark`` (pytest-benchmark
-export), ``properties`` (user-property keys), ``values`` (shared helpers).
+export), ``values`` (shared helpers).
 
 Names are re-exported lazily: pytest imports the plugin on every run, and
-baselines imports ``properties`` while the report modules import baselines,
+baselines imports pytest_rllm.properties while the report modules import baselines,
 so loading them all here would be slow and circular.
 """
 
@@ -22,7 +22,8 @@ from typing import Any
 
 # Public name -> the submodule that defines it.
 _HOME = {
-    "CHECK_PROPERTY": "properties", "CLAIM_PROPERTY": "properties", "EVIDENCE_PROPERTY": "properties",
+    "CHECK_PROPERTY": "pytest_rllm.properties", "CLAIM_PROPERTY": "pytest_rllm.properties",
+    "EVIDENCE_PROPERTY": "pytest_rllm.properties", "FINDING_PROPERTY": "pytest_rllm.properties",
     "latencies": "values", "run_name": "values",
     "check_lines": "terminal", "run_line": "terminal", "summary_lines": "terminal",
     "REPORT_SCHEMA_VERSION": "jsonio", "merge_reports": "jsonio", "read_json_report": "jsonio",
@@ -43,7 +44,7 @@ def __getattr__(name: str) -> Any:
     module = _HOME.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

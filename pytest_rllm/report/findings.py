@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from pytest_rllm.baselines import outcomes_from_user_properties
-from pytest_rllm.report.properties import CLAIM_PROPERTY, EVIDENCE_PROPERTY
+from pytest_rllm.properties import CLAIM_PROPERTY, EVIDENCE_PROPERTY, FINDING_PROPERTY
 
 
 def checks_from_user_properties(user_properties: Iterable[tuple[str, object]]) -> list[dict[str, Any]]:
@@ -49,6 +49,7 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
     if not claims or (when != "call" and getattr(report, "passed", False)) or when == "teardown":
         return None
     evidence = [str(v) for k, v in props if k == EVIDENCE_PROPERTY]
+    checks = [v for k, v in props if k == FINDING_PROPERTY and isinstance(v, dict)]
     evidence.extend(f"flag: {f}" for f in flags)
     xfail = expected_failure(report)
     if xfail is not None:
@@ -63,8 +64,14 @@ def finding_from_report(report: Any, flags: Sequence[str] = ()) -> dict[str, str
         evidence.append(reason.removeprefix("Skipped: "))
     elif getattr(report, "failed", False):
         verdict = "fails" if when == "call" else "error"
-        text = str(getattr(report, "longreprtext", "") or "")
-        evidence.append(_assertion_message(report) or (text.splitlines() or [""])[-1])
+        # rllm_finding's typed verdicts say what failed; the failure text only for other checks.
+        failed = [c for c in checks if c.get("verdict") in ("fails", "inconclusive")]
+        if failed and when == "call":
+            verdict = "inconclusive" if all(c["verdict"] == "inconclusive" for c in failed) else "fails"
+            evidence.extend(str(c.get("message") or c.get("what")) for c in failed)
+        else:
+            text = str(getattr(report, "longreprtext", "") or "")
+            evidence.append(_assertion_message(report) or (text.splitlines() or [""])[-1])
     else:
         verdict = "flagged" if flags else "holds"
     return finding(claims[-1], verdict, "\n".join(e for e in evidence if e), str(getattr(report, "nodeid", "")))

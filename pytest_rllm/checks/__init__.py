@@ -1,0 +1,1 @@
+"""The checks a suite test makes: finding checks (configurations of one session) and baseline checks."""
