@@ -311,7 +311,6 @@ class RllmSession:
 
     def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:
         from pytest_rllm.telemetry.nvml import NvmlMemory
-        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
         from pytest_rllm.telemetry.sampler import TelemetrySampler
         from pytest_rllm.workloads.arrivals import parse_arrival
 
@@ -329,7 +328,7 @@ class RllmSession:
             request_timeout=settings.request_timeout,
         )
         nvml = NvmlMemory(self.gpu_ids) if settings.endpoint is None else None
-        sampler = TelemetrySampler(lambda: engine.metrics_text(SAMPLE_NAMES), settings.metrics_interval, nvml)
+        sampler = TelemetrySampler(engine.samples, settings.metrics_interval, nvml)
         config = {**workload.config(settings), "arrival": arrival}
         result = RunResult(
             label=label,
@@ -339,8 +338,7 @@ class RllmSession:
             workload_config=config,
             slo=settings.slo_seconds(),
         )
-        start_text = engine.metrics_text(SAMPLE_NAMES)
-        result.counters_start = parse_metrics(start_text) if start_text else {}
+        result.counters_start = engine.samples() or {}
         sampler.start()
         t0 = time.perf_counter()
         result.t_start = t0
@@ -387,14 +385,11 @@ class RllmSession:
 
     def _settled_counters(self, engine: Any, start: dict[str, float]) -> dict[str, float]:
         """Counters after the run; the engine may publish its last step a moment after the last response."""
-        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
-
         last: dict[str, float] = {}
         for _ in range(10):
-            text = engine.metrics_text(SAMPLE_NAMES)
-            if not text:
+            values = engine.samples()
+            if values is None:
                 return last  # no metrics, or an engine that stopped answering: don't wait on it 10 times
-            values = parse_metrics(text)
             if values and values.get("generation_tokens") == last.get("generation_tokens") and last:
                 return values
             last = values

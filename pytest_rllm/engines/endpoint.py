@@ -82,6 +82,10 @@ class ExternalEndpoint:
         """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
         return self._scraper.text(only)
 
+    def samples(self) -> dict[str, float] | None:
+        """The telemetry's series from /metrics; None when it did not answer."""
+        return self._scraper.series()
+
     def _fetch_metrics(self, query: str) -> str | None:
         try:
             status, body = self._get("/metrics" + query, timeout=5)

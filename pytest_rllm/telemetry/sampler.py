@@ -11,7 +11,6 @@ import time
 from typing import Callable
 
 from pytest_rllm.telemetry.nvml import NvmlMemory
-from pytest_rllm.telemetry.prometheus import parse_metrics
 
 Timelines = dict[str, list[tuple[float, float]]]
 
@@ -26,8 +25,8 @@ MAX_DUTY = 0.5
 
 
 class TelemetrySampler:
-    def __init__(self, metrics_text: Callable[[], str | None], interval: float, nvml: NvmlMemory | None = None) -> None:
-        self._metrics_text = metrics_text
+    def __init__(self, samples: Callable[[], dict[str, float] | None], interval: float, nvml: NvmlMemory | None = None) -> None:
+        self._samples = samples  # an engine's samples(): {timeline name: value}, None when unavailable
         self.interval = interval
         self.nvml = nvml
         self.timelines: Timelines = {}
@@ -38,10 +37,10 @@ class TelemetrySampler:
 
     def sample_once(self) -> dict[str, float]:
         now = time.perf_counter()
-        text = self._metrics_text()
-        values = parse_metrics(text) if text else {}
-        if text is None:
+        values = self._samples()
+        if values is None:
             self.failures += 1
+            values = {}
         if self.nvml is not None and self.nvml.available:
             used = self.nvml.used_bytes()
             if used is not None:
