@@ -9,8 +9,9 @@ Rules, in order (see :func:`grade`):
    text is never parsed for an answer: a model that "knew" the answer but was
    cut off mid-thought did not deliver it to the user.
 3. The grader named by the record picks the extraction and the comparison:
-   ``math`` (boxed, "The answer is", "####", "Answer:", equivalent
-   expressions), ``choice`` (a letter A-D) or ``exact`` (procedural items).
+   ``math`` (math-verify's extraction and symbolic equivalence, then the
+   hand-written extraction: boxed, "The answer is", "####", "Answer:"; the
+   last ``\boxed{}`` wins), ``choice`` (a letter A-D) or ``exact`` (procedural items).
 
 The module is pure: importing it pulls neither vLLM nor torch nor lm-eval.
 ``math-verify`` is imported lazily, on the first math grade.
@@ -199,6 +200,47 @@ def _as_latex(value: str) -> str:
     return value if "$" in value or "\\boxed" in value else f"${value}$"
 
 
+def grade_math(reference: str, text: str) -> tuple[str | None, bool]:
+    """(the extracted answer, correct) of a visible math answer.
+
+    math-verify reads it first: its parse, with its LaTeX and expression
+    extraction, and verify. The last ``\\boxed{}`` is handed to it alone:
+    math-verify reads boxes a few characters apart ("\\boxed{1} then
+    \\boxed{2}") as one set of answers, where a model restating itself means
+    the last. What it does not accept gets a second look from extract_math and
+    math_equal: math-verify reads LaTeX outside math mode poorly ("Answer:
+    2 \\sqrt{3}" as 2, "10^{3}" as 10, a word not at all), and it is an
+    optional extra.
+    """
+    extracted = _math_verify_accepts(reference, text)
+    if extracted is not None:
+        return extracted, True
+    extracted = extract_math(text)
+    return extracted, extracted is not None and math_equal(reference, extracted)
+
+
+def _math_verify_accepts(reference: str, text: str) -> str | None:
+    """The answer math-verify reads in `text` when it is equivalent to `reference`; else None."""
+    try:
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    except ImportError:
+        return None
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None  # SIGALRM: main thread only
+    boxed = last_boxed(text)
+    try:
+        gold = parse(_as_latex(reference), parsing_timeout=timeout)
+        pred = parse(
+            text if boxed is None else f"$\\boxed{{{boxed}}}$",
+            extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
+            parsing_timeout=timeout,
+        )
+        if gold and pred and verify(gold, pred, timeout_seconds=timeout):
+            return str(pred[-1])
+    except Exception:  # a parser crash on odd input must not fail a whole run
+        pass
+    return None
+
+
 def math_equal(reference: str, answer: str) -> bool:
     """Whether two math answers are equivalent.
 
@@ -281,8 +323,7 @@ def grade(record: RequestRecord) -> Grade:
     if text is None:
         return Grade(False, _truncated_in_reasoning(record), None)
     if record.grader == "math":
-        extracted = extract_math(text)
-        correct = extracted is not None and math_equal(record.reference, extracted)
+        extracted, correct = grade_math(record.reference, text)
     elif record.grader == "choice":
         extracted = extract_choice(text)
         correct = extracted is not None and extracted == _reference_letter(record.reference)
@@ -385,6 +426,7 @@ __all__ = [
     "extract_exact",
     "extract_math",
     "grade",
+    "grade_math",
     "last_boxed",
     "math_equal",
     "normalise_exact",
