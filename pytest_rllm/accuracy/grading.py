@@ -177,22 +177,28 @@ def _fallback_equal(reference: str, answer: str) -> bool:
     return a is not None and b is not None and a == b
 
 
-def _math_verify_equal(reference: str, answer: str) -> bool | None:
-    """math-verify's verdict, or None when math-verify is not installed or fails."""
+def _math_verify(reference: str, answer: str) -> tuple[bool, str] | None:
+    """(math-verify's verdict, the answer it read), or None when it is not installed, fails or reads nothing."""
     try:
         from math_verify import parse, verify
     except ImportError:
         return None
-    # math-verify's timeout uses SIGALRM, which only the main thread may set.
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None  # SIGALRM: main thread only
     try:
+        # parse's default extraction configs: LaTeX (boxed, math mode, "answer is"), then plain expressions.
         gold = parse(_as_latex(reference), parsing_timeout=timeout)
-        pred = parse(_as_latex(answer), parsing_timeout=timeout)
+        pred = parse(answer, parsing_timeout=timeout)
         if not gold or not pred:
             return None
-        return bool(verify(gold, pred, timeout_seconds=timeout))
+        return bool(verify(gold, pred, timeout_seconds=timeout)), str(pred[-1])
     except Exception:  # a parser crash on odd input must not fail a whole run
         return None
+
+
+def _math_verify_equal(reference: str, answer: str) -> bool | None:
+    """math-verify's verdict on an extracted answer, or None when math-verify is not installed or fails."""
+    verdict = _math_verify(reference, _as_latex(answer))
+    return None if verdict is None else verdict[0]
 
 
 def _as_latex(value: str) -> str:
@@ -203,42 +209,19 @@ def _as_latex(value: str) -> str:
 def grade_math(reference: str, text: str) -> tuple[str | None, bool]:
     """(the extracted answer, correct) of a visible math answer.
 
-    math-verify reads it first: its parse, with its LaTeX and expression
-    extraction, and verify. The last ``\\boxed{}`` is handed to it alone:
-    math-verify reads boxes a few characters apart ("\\boxed{1} then
+    math-verify reads the text first; only its last ``\\boxed{}``, where it has
+    one: math-verify reads boxes a few characters apart ("\\boxed{1} then
     \\boxed{2}") as one set of answers, where a model restating itself means
     the last. What it does not accept gets a second look from extract_math and
     math_equal: math-verify reads LaTeX outside math mode poorly ("Answer:
-    2 \\sqrt{3}" as 2, "10^{3}" as 10, a word not at all), and it is an
-    optional extra.
+    2 \\sqrt{3}" as 2, "10^{3}" as 10, a word not at all), and it is an extra.
     """
-    extracted = _math_verify_accepts(reference, text)
-    if extracted is not None:
-        return extracted, True
+    boxed = last_boxed(text)
+    verdict = _math_verify(reference, text if boxed is None else f"$\\boxed{{{boxed}}}$")
+    if verdict is not None and verdict[0]:
+        return verdict[1], True
     extracted = extract_math(text)
     return extracted, extracted is not None and math_equal(reference, extracted)
-
-
-def _math_verify_accepts(reference: str, text: str) -> str | None:
-    """The answer math-verify reads in `text` when it is equivalent to `reference`; else None."""
-    try:
-        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-    except ImportError:
-        return None
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None  # SIGALRM: main thread only
-    boxed = last_boxed(text)
-    try:
-        gold = parse(_as_latex(reference), parsing_timeout=timeout)
-        pred = parse(
-            text if boxed is None else f"$\\boxed{{{boxed}}}$",
-            extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-            parsing_timeout=timeout,
-        )
-        if gold and pred and verify(gold, pred, timeout_seconds=timeout):
-            return str(pred[-1])
-    except Exception:  # a parser crash on odd input must not fail a whole run
-        pass
-    return None
 
 
 def math_equal(reference: str, answer: str) -> bool:
