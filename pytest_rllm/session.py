@@ -19,6 +19,7 @@ from typing import Any
 from pytest_rllm.client import ChatClient, SamplingOptions, new_event_loop
 from pytest_rllm.engines.base import EngineDied, EngineError, EngineStartError, EngineUnsupported
 from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
+from pytest_rllm.reasoning import resolve_reasoning_parser
 from pytest_rllm.records import Item, RequestRecord
 from pytest_rllm.results import RunResult
 from pytest_rllm.settings import PRESETS, RllmSettings
@@ -345,7 +346,7 @@ class RllmSession:
         timed_out = False
         try:
             cap = arrival_spec.cap(settings.max_concurrency)
-            timed_out = self._loop_run(self._drive(engine, jobs, records, offsets, options, label, cap)).timed_out
+            timed_out = self._loop_run(self._drive(engine, jobs, records, offsets, options, cap)).timed_out
         except KeyboardInterrupt:
             # Keep what was collected (the report shows it), stop sampling, and let the interrupt unwind.
             result.error = "interrupted"
@@ -403,7 +404,6 @@ class RllmSession:
         records: list[RequestRecord],
         offsets: list[float],
         options: SamplingOptions,
-        label: str,
         max_concurrency: int | None,
     ) -> Any:
         from pytest_rllm.workloads.driver import drive
@@ -411,9 +411,7 @@ class RllmSession:
         if engine.base_url is None:
             client: Any = engine.client(options)
         else:
-            parser_on = label != REFERENCE and resolve_reasoning_parser(
-                self.settings.reasoning_parser, engine.spec.model, self.settings
-            ) is not None
+            parser_on = getattr(engine, "reasoning_parser", None) is not None  # chosen when the server was made
             client = ChatClient(
                 engine.base_url,
                 engine.served_model,
@@ -470,21 +468,3 @@ def resolve_model(model: str) -> str:
             raise EngineError(f"the embedded model is missing from {MODEL_DIR}; reinstall pytest-rllm")
         return str(MODEL_DIR)
     return model
-
-
-def resolve_reasoning_parser(name: str, model: str, settings: RllmSettings) -> str | None:
-    """--rllm-reasoning-parser; 'auto' picks from the model's chat template."""
-    if name == "none":
-        return None
-    if name != "auto":
-        return name
-    if settings.uses_embedded_model and Path(model) == Path(resolve_model(settings.model)):
-        from pytest_rllm.pocket import REASONING_PARSER
-
-        return REASONING_PARSER
-    config = Path(model) / "tokenizer_config.json"
-    if config.exists() and "enable_thinking" in config.read_text(errors="replace"):
-        return "qwen3"
-    if "qwen3" in model.lower():
-        return "qwen3"
-    return "deepseek_r1"

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
+from pytest_rllm.reasoning import THINK_OPEN, visible_text
 from pytest_rllm.records import RequestRecord
 from pytest_rllm.stats import wilson_interval
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 CHOICE_LETTERS = "ABCD"
 
 
@@ -44,19 +43,8 @@ class Grade:
 
 # -- visible text ------------------------------------------------------------
 def visible_answer(record: RequestRecord) -> str | None:
-    """The text the user sees, or None when the answer never left the reasoning.
-
-    With a reasoning parser the server already split the text. Without one the
-    raw text may still hold a think block: everything up to the last
-    ``</think>`` is reasoning, and an opened but never closed ``<think>`` means
-    the answer was cut off inside it.
-    """
-    text = record.answer_text or ""
-    if THINK_CLOSE in text:
-        text = text.rsplit(THINK_CLOSE, 1)[1]
-    elif THINK_OPEN in text:
-        return None
-    return text if text.strip() else None
+    """The text the user sees (reasoning.visible_text of the answer), or None when it never left the reasoning."""
+    return visible_text(record.answer_text or "")
 
 
 def _truncated_in_reasoning(record: RequestRecord) -> bool:

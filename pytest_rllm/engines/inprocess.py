@@ -30,10 +30,11 @@ import threading
 import time
 from typing import Any
 
-from pytest_rllm.client import SamplingOptions, ThinkSplitter
+from pytest_rllm.client import SamplingOptions
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, is_unsupported
 from pytest_rllm.engines.spec import EngineSpec
+from pytest_rllm.reasoning import ThinkSplitter, split_thinking
 from pytest_rllm.records import Item, RequestRecord
 from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, series
 
@@ -375,11 +376,7 @@ def _fill_from_counts(record: RequestRecord, stream: _Stream, decode: Callable[[
     record.output_tokens = len(token_ids)
     record.finish_reason = completion.finish_reason
     record.t_done = stream.t_done
-    splitter = ThinkSplitter(thinking=record.thinking)
-    reasoning, answer = splitter.feed(completion.text)
-    rest_reasoning, rest_answer = splitter.flush()
-    record.reasoning_text = reasoning + rest_reasoning
-    record.answer_text = answer + rest_answer
+    record.reasoning_text, record.answer_text = split_thinking(completion.text, record.thinking)
     step = _first_visible_step([count for _, count in counts], token_ids, record.thinking, decode)
     if step is not None:
         record.t_first_visible = counts[step][0]
@@ -398,7 +395,7 @@ def _first_visible_step(counts: list[int], token_ids: list[int], thinking: bool,
 
     def visible(step: int) -> bool:
         text = decode(token_ids[: bounds[step]]).rstrip("\ufffd")
-        return bool(ThinkSplitter(thinking=thinking).feed(text)[1].strip())
+        return bool(split_thinking(text, thinking)[1].strip())
 
     if not bounds or not visible(len(bounds) - 1):
         return None
