@@ -1,7 +1,7 @@
 """vLLM's engine API in this process: no HTTP, no server, per-step token timing.
 
 A `vllm.LLM` is built with the engine core in-process
-(VLLM_ENABLE_V1_MULTIPROCESSING=0: start-up ~3 s instead of 25-37 s on CPU).
+(VLLM_ENABLE_V1_MULTIPROCESSING=0: it starts several times faster on CPU).
 One thread steps the engine; requests are added between steps at the times the
 arrival process chose, and each step's new tokens are stamped when the step
 returns, which is when a streaming server would emit them.
@@ -9,7 +9,7 @@ returns, which is when a streaming server would emit them.
 How the per-step tokens are read: the engine core's outputs carry each
 request's new token ids per step, which `LLMEngine.step()` then turns into
 `RequestOutput`s. Asking for those per step (RequestOutputKind.DELTA) cost
-3-5% of the throughput of this CPU build against `LLM.generate`, which asks
+throughput against `LLM.generate` (benchmarks/RESULTS.md), which asks
 for the final output only: vLLM builds a CompletionOutput and a RequestOutput
 per request per step on the stepping thread. So the requests are sent with
 FINAL_ONLY, as `LLM.generate` sends them, and the step thread reads the core's
@@ -146,8 +146,8 @@ class InProcessEngine:
                 # The event loop is woken only when a request finishes, once per
                 # loop per step. Waking every request's task at every step (a
                 # queue put, a task switch, its bookkeeping) cost the event loop
-                # ~3% of a core, taken from the engine's OpenMP team on the same
-                # cores and from this thread's share of the GIL.
+                # CPU taken from the engine's OpenMP team on the same cores and
+                # from this thread's share of the GIL.
                 finished: dict[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]] = {}
                 for out in outputs:
                     stream = streams.get(out.request_id)
@@ -189,9 +189,8 @@ class InProcessEngine:
     def samples(self) -> dict[str, float] | None:
         """The telemetry's series, read from the prometheus_client registry vLLM's in-process stat logger fills.
 
-        A restricted view: all of vLLM's metrics, histograms included, took
-        ~2.4 ms a scrape of this process's CPU, 10 times a second, from the
-        engine being measured; the telemetry's SAMPLE_NAMES take 0.14 ms.
+        A restricted view: collecting all of vLLM's metrics, histograms included,
+        takes many times the CPU of SAMPLE_NAMES from the engine being measured.
         """
         if self.llm is None:
             return None
@@ -285,7 +284,7 @@ class _InProcessClient:
         """Apply the chat template to every (item, thinking) before the schedule starts.
 
         Offline `LLM.generate` is handed token ids; tokenizing at send time put
-        ~1 ms of Python per request on the event loop while the engine ran,
+        Python work per request on the event loop while the engine ran,
         and a batch's first step could start before the rest were tokenized.
         A server tokenizes on arrival, but in-process mode measures the engine,
         not an API server.

@@ -63,10 +63,8 @@ def name_query(names: Collection[str]) -> str:
 class MetricsScraper:
     """GET /metrics, asking only for the series the harness reads where the server can filter.
 
-    Why: rendering all of vLLM's /metrics (~620 lines, histograms included) took
-    its API server 8.5 ms of CPU a scrape (measured here, pocket model), and the
-    telemetry scrapes 10 times a second: ~8% of a core on 2 cores, and the API
-    server's event loop, which streams every token, is blocked meanwhile.
+    Why: rendering all of vLLM's /metrics, 10 times a second, takes the API
+    server's CPU and blocks its token-streaming event loop (benchmarks/RESULTS.md).
     The first filtered scrape decides: a server that answers it with the series
     filters (or ignores the filter and sends everything, which parses the
     same); one that refuses it (another server's 404) or returns none of the

@@ -15,12 +15,11 @@ from pytest_rllm.telemetry.nvml import NvmlMemory
 Timelines = dict[str, list[tuple[float, float]]]
 
 # At most this share of wall time is spent scraping. Rendering /metrics costs
-# the server CPU that its engine needs: on 2 shared cores, 10 scrapes a second
-# measured ~20% fewer output tok/s than none (benchmarks/client_overhead.py
-# --telemetry-off), and vLLM's own benchmark client scrapes nothing. So the
-# interval stretches to 1/MAX_DUTY times the last scrape's duration. Not further:
-# a scrape's duration is mostly queueing behind the streams on a busy server, and
-# at 5% a 2.6 s run kept 4 samples, too few for the memory findings.
+# the server CPU that its engine needs (benchmarks/RESULTS.md), and vLLM's own
+# benchmark client scrapes nothing. So the interval stretches to 1/MAX_DUTY
+# times the last scrape's duration. Not further: a scrape's duration is mostly
+# queueing behind the streams on a busy server, and a lower cap left short runs
+# too few samples for the memory findings.
 MAX_DUTY = 0.5
 
 
