@@ -95,6 +95,20 @@ class MetricsScraper:
         return None if text is None else parse_metrics(text)
 
 
+class ScrapedMetrics:
+    """metrics_text() and samples() of an engine that serves /metrics over HTTP (its `_scraper`)."""
+
+    _scraper: MetricsScraper
+
+    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
+        """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
+        return self._scraper.text(only)
+
+    def samples(self) -> dict[str, float] | None:
+        """The telemetry's series from /metrics; None when it did not answer."""
+        return self._scraper.series()
+
+
 _WANTED = {name: (key, how) for key, (name, how) in SERIES.items()}
 # A server's /metrics holds hundreds of lines (histogram buckets, process and
 # GC series) and is scraped 10 times a second: a prefix test drops the lines
