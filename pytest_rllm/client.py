@@ -6,7 +6,7 @@ time.perf_counter(), the send, the first token, the first *visible* token
 
 Reasoning arrives as `delta.reasoning` (vLLM 0.32) or `delta.reasoning_content`
 (SGLang, older vLLM). A server started without a reasoning parser streams the
-thinking as content; `ThinkSplitter` then splits it at the end-of-thinking
+thinking as content; `reasoning.ThinkSplitter` then splits it at the end-of-thinking
 marker, so TTFVT stays the time to the first token *after* the thinking.
 """
 
@@ -19,10 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_rllm.reasoning import ThinkSplitter
 from pytest_rllm.records import Item, RequestRecord
-
-END_OF_THINKING = "</think>"
-START_OF_THINKING = "<think>"
 
 # Statuses where nothing was generated and the server asks us to come back:
 # retrying is safe. A 500 or a broken stream is not retried: it may recur or
@@ -38,55 +36,6 @@ class SamplingOptions:
     request_timeout: float
     max_retries: int = 3
     retry_backoff: float = 0.5  # seconds, doubled per retry, with jitter
-
-
-class ThinkSplitter:
-    """Splits streamed text into reasoning and answer at the end-of-thinking marker.
-
-    Used when the text arrives without a reasoning field (no parser on the
-    server, or the in-process engine). Text is held back while it could be the
-    start of the marker, so no marker fragment ever leaks into the answer.
-    """
-
-    def __init__(self, thinking: bool) -> None:
-        self.in_reasoning = thinking
-        self._pending = ""
-        self._after_marker = False  # newlines right after the marker belong to neither part
-
-    def feed(self, text: str) -> tuple[str, str]:
-        """Returns (reasoning_delta, answer_delta) for this piece of text."""
-        if not self.in_reasoning:
-            return "", self._answer(text)
-        buffer = self._pending + text
-        index = buffer.find(END_OF_THINKING)
-        if index >= 0:
-            self.in_reasoning = False
-            self._pending = ""
-            reasoning = buffer[:index]
-            self._after_marker = True
-            return _strip_start(reasoning), self._answer(buffer[index + len(END_OF_THINKING) :])
-        # Keep the longest tail that is a prefix of the marker.
-        keep = 0
-        for size in range(min(len(END_OF_THINKING) - 1, len(buffer)), 0, -1):
-            if END_OF_THINKING.startswith(buffer[-size:]):
-                keep = size
-                break
-        self._pending = buffer[len(buffer) - keep :] if keep else ""
-        return _strip_start(buffer[: len(buffer) - keep]), ""
-
-    def _answer(self, text: str) -> str:
-        if self._after_marker:
-            text = text.lstrip("\n")
-            self._after_marker = not text
-        return text
-
-    def flush(self) -> tuple[str, str]:
-        pending, self._pending = self._pending, ""
-        return (pending, "") if self.in_reasoning else ("", pending)
-
-
-def _strip_start(text: str) -> str:
-    return text.replace(START_OF_THINKING, "")
 
 
 def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:

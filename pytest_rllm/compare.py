@@ -48,6 +48,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from pytest_rllm.stats import wilson_interval  # one Wilson interval for the package; report.py imports it from here
+
 BETTER = ("higher", "lower", "none")
 STATUSES = ("pass", "improved", "fail", "missing", "extra", "nan")
 FAILING = frozenset({"fail", "missing", "extra", "nan"})
@@ -231,20 +233,6 @@ def lookup(mapping: Mapping[str, Any], metric: str) -> Any:
         if any(c in key for c in "*?[") and fnmatch.fnmatchcase(metric, key):
             return mapping[key]
     return None
-
-
-# --------------------------------------------------------------------------- intervals
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95 % with z=1.96); (0, 1) when n == 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = min(max(successes / n, 0.0), 1.0)
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # --------------------------------------------------------------------------- measurement

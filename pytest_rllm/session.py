@@ -19,6 +19,7 @@ from typing import Any
 from pytest_rllm.client import ChatClient, SamplingOptions, new_event_loop
 from pytest_rllm.engines.base import EngineDied, EngineError, EngineStartError, EngineUnsupported
 from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
+from pytest_rllm.reasoning import resolve_reasoning_parser
 from pytest_rllm.records import Item, RequestRecord
 from pytest_rllm.results import RunResult
 from pytest_rllm.settings import PRESETS, RllmSettings
@@ -311,7 +312,6 @@ class RllmSession:
 
     def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:
         from pytest_rllm.telemetry.nvml import NvmlMemory
-        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
         from pytest_rllm.telemetry.sampler import TelemetrySampler
         from pytest_rllm.workloads.arrivals import parse_arrival
 
@@ -329,7 +329,7 @@ class RllmSession:
             request_timeout=settings.request_timeout,
         )
         nvml = NvmlMemory(self.gpu_ids) if settings.endpoint is None else None
-        sampler = TelemetrySampler(lambda: engine.metrics_text(SAMPLE_NAMES), settings.metrics_interval, nvml)
+        sampler = TelemetrySampler(engine.samples, settings.metrics_interval, nvml)
         config = {**workload.config(settings), "arrival": arrival}
         result = RunResult(
             label=label,
@@ -339,15 +339,14 @@ class RllmSession:
             workload_config=config,
             slo=settings.slo_seconds(),
         )
-        start_text = engine.metrics_text(SAMPLE_NAMES)
-        result.counters_start = parse_metrics(start_text) if start_text else {}
+        result.counters_start = engine.samples() or {}
         sampler.start()
         t0 = time.perf_counter()
         result.t_start = t0
         timed_out = False
         try:
             cap = arrival_spec.cap(settings.max_concurrency)
-            timed_out = self._loop_run(self._drive(engine, jobs, records, offsets, options, label, cap)).timed_out
+            timed_out = self._loop_run(self._drive(engine, jobs, records, offsets, options, cap)).timed_out
         except KeyboardInterrupt:
             # Keep what was collected (the report shows it), stop sampling, and let the interrupt unwind.
             result.error = "interrupted"
@@ -387,14 +386,11 @@ class RllmSession:
 
     def _settled_counters(self, engine: Any, start: dict[str, float]) -> dict[str, float]:
         """Counters after the run; the engine may publish its last step a moment after the last response."""
-        from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, parse_metrics
-
         last: dict[str, float] = {}
         for _ in range(10):
-            text = engine.metrics_text(SAMPLE_NAMES)
-            if not text:
+            values = engine.samples()
+            if values is None:
                 return last  # no metrics, or an engine that stopped answering: don't wait on it 10 times
-            values = parse_metrics(text)
             if values and values.get("generation_tokens") == last.get("generation_tokens") and last:
                 return values
             last = values
@@ -408,7 +404,6 @@ class RllmSession:
         records: list[RequestRecord],
         offsets: list[float],
         options: SamplingOptions,
-        label: str,
         max_concurrency: int | None,
     ) -> Any:
         from pytest_rllm.workloads.driver import drive
@@ -416,9 +411,7 @@ class RllmSession:
         if engine.base_url is None:
             client: Any = engine.client(options)
         else:
-            parser_on = label != REFERENCE and resolve_reasoning_parser(
-                self.settings.reasoning_parser, engine.spec.model, self.settings
-            ) is not None
+            parser_on = getattr(engine, "reasoning_parser", None) is not None  # chosen when the server was made
             client = ChatClient(
                 engine.base_url,
                 engine.served_model,
@@ -475,21 +468,3 @@ def resolve_model(model: str) -> str:
             raise EngineError(f"the embedded model is missing from {MODEL_DIR}; reinstall pytest-rllm")
         return str(MODEL_DIR)
     return model
-
-
-def resolve_reasoning_parser(name: str, model: str, settings: RllmSettings) -> str | None:
-    """--rllm-reasoning-parser; 'auto' picks from the model's chat template."""
-    if name == "none":
-        return None
-    if name != "auto":
-        return name
-    if settings.uses_embedded_model and Path(model) == Path(resolve_model(settings.model)):
-        from pytest_rllm.pocket import REASONING_PARSER
-
-        return REASONING_PARSER
-    config = Path(model) / "tokenizer_config.json"
-    if config.exists() and "enable_thinking" in config.read_text(errors="replace"):
-        return "qwen3"
-    if "qwen3" in model.lower():
-        return "qwen3"
-    return "deepseek_r1"

@@ -2,8 +2,8 @@
 
 Everything here takes plain Python data (lists of bools or floats) and returns
 plain numbers, so it is tested without any engine. numpy is used; scipy is
-imported only inside the two functions that need a t distribution, because
-pytest imports the plugin (and so this module) on every run.
+imported only inside the functions that call it, because pytest imports the
+plugin (and so this module) on every run.
 
 Conventions
 - Proportions are fractions in [0, 1]; a tolerance given in "points" is
@@ -37,6 +37,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     Chosen over the normal (Wald) interval because it stays inside [0, 1] and
     keeps its coverage at the small n and the 0% / 100% accuracies that short
     CPU runs produce. With n == 0 nothing is known: (0.0, 1.0).
+    The closed form, not scipy's binomtest(...).proportion_ci(method="wilson")
+    (equal to 1e-15, tests/test_stats.py): it takes the fractional successes of
+    a reported accuracy times n, and needs no scipy import.
     """
     if n < 0 or successes < 0 or successes > n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
@@ -83,18 +86,18 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemarResu
 
     Exact rather than chi-square because the discordant counts in a CPU-sized
     run are small, where the chi-square approximation is poor. The p-value is
-    ``min(1, 2 * P(X <= min(a_only, b_only)))`` with X ~ Binomial(a_only + b_only, 1/2).
+    scipy's two-sided binomial test of min(a_only, b_only) in a_only + b_only at 1/2,
+    ``min(1, 2 * P(X <= min(a_only, b_only)))``.
     """
+    from scipy import stats as sps  # only here: scipy is slow to import
+
     a, b = _paired(a_correct, b_correct)
     a_only = int(np.sum((a > 0) & (b <= 0)))
     b_only = int(np.sum((b > 0) & (a <= 0)))
     m = a_only + b_only
     if m == 0:
         return McNemarResult(len(a), a_only, b_only, 1.0)
-    k = min(a_only, b_only)
-    # Integer arithmetic keeps the tail exact for any m; one division at the end.
-    tail = sum(math.comb(m, i) for i in range(k + 1))
-    p = min(1.0, 2 * tail / 2**m)
+    p = float(sps.binomtest(min(a_only, b_only), m, 0.5).pvalue)
     return McNemarResult(len(a), a_only, b_only, p)
 
 
@@ -287,48 +290,25 @@ def accuracy_within(
 
 
 # -- correlation and means -----------------------------------------------------
-def _rank_average(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=float)
-    sorted_vals = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_vals[j + 1] == sorted_vals[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's rank correlation and its two-sided p-value.
+    """Spearman's rank correlation and its two-sided p-value (scipy.stats.spearmanr).
 
-    Ties get average ranks, and rho is the Pearson correlation of the ranks
-    (the formula 1 - 6*sum(d^2)/... is only right without ties). The p-value
-    uses the t approximation with n - 2 degrees of freedom, as scipy does.
-    A constant input has no defined correlation: (nan, nan).
+    Ties get average ranks; the p-value uses the t approximation with n - 2
+    degrees of freedom. A constant input has no defined correlation: (nan, nan).
     """
+    import warnings
+
     from scipy import stats as sps  # only here: scipy is slow to import
 
     xs, ys = _paired(x, y)
     n = len(xs)
     if n < 3:
         raise ValueError(f"spearman needs at least 3 pairs, got {n}")
-    rx, ry = _rank_average(xs), _rank_average(ys)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = math.sqrt(float(np.dot(rx, rx)) * float(np.dot(ry, ry)))
-    if denom == 0.0:
-        return (math.nan, math.nan)
-    rho = max(-1.0, min(1.0, float(np.dot(rx, ry)) / denom))
-    if abs(rho) == 1.0:
-        return (rho, 0.0)
-    df = n - 2
-    t = rho * math.sqrt(df / ((1.0 - rho) * (1.0 + rho)))
-    p = float(2 * sps.t.sf(abs(t), df))
-    return (rho, p)
+    with warnings.catch_warnings():
+        # A constant input is answered (nan, nan) with a ConstantInputWarning: nan is the answer here.
+        warnings.simplefilter("ignore", sps.ConstantInputWarning)
+        result = sps.spearmanr(xs, ys)
+    return (float(result.statistic), float(result.pvalue))
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

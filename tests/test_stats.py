@@ -38,6 +38,17 @@ def test_wilson_known_values(k: int, n: int, low: float, high: float) -> None:
     assert got == pytest.approx((low, high), abs=5e-5)
 
 
+def test_wilson_matches_scipy_and_is_the_one_compare_uses() -> None:
+    from scipy.stats import binomtest
+
+    from pytest_rllm import compare
+
+    for k, n, confidence in ((0, 7, 0.95), (3, 7, 0.9), (62, 100, 0.95), (81, 263, 0.99), (40, 40, 0.95)):
+        ci = binomtest(k, n).proportion_ci(confidence, method="wilson")
+        assert wilson_interval(k, n, confidence) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert compare.wilson_interval is wilson_interval
+
+
 def test_wilson_edges_and_confidence() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
     lo95, hi95 = wilson_interval(8, 10, 0.95)

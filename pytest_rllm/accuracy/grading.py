@@ -9,8 +9,9 @@ Rules, in order (see :func:`grade`):
    text is never parsed for an answer: a model that "knew" the answer but was
    cut off mid-thought did not deliver it to the user.
 3. The grader named by the record picks the extraction and the comparison:
-   ``math`` (boxed, "The answer is", "####", "Answer:", equivalent
-   expressions), ``choice`` (a letter A-D) or ``exact`` (procedural items).
+   ``math`` (math-verify's extraction and symbolic equivalence, then the
+   hand-written extraction: boxed, "The answer is", "####", "Answer:"; the
+   last ``\boxed{}`` wins), ``choice`` (a letter A-D) or ``exact`` (procedural items).
 
 The module is pure: importing it pulls neither vLLM nor torch nor lm-eval.
 ``math-verify`` is imported lazily, on the first math grade.
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
+from pytest_rllm.reasoning import THINK_OPEN, visible_text
 from pytest_rllm.records import RequestRecord
 from pytest_rllm.stats import wilson_interval
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 CHOICE_LETTERS = "ABCD"
 
 
@@ -43,19 +43,8 @@ class Grade:
 
 # -- visible text ------------------------------------------------------------
 def visible_answer(record: RequestRecord) -> str | None:
-    """The text the user sees, or None when the answer never left the reasoning.
-
-    With a reasoning parser the server already split the text. Without one the
-    raw text may still hold a think block: everything up to the last
-    ``</think>`` is reasoning, and an opened but never closed ``<think>`` means
-    the answer was cut off inside it.
-    """
-    text = record.answer_text or ""
-    if THINK_CLOSE in text:
-        text = text.rsplit(THINK_CLOSE, 1)[1]
-    elif THINK_OPEN in text:
-        return None
-    return text if text.strip() else None
+    """The text the user sees (reasoning.visible_text of the answer), or None when it never left the reasoning."""
+    return visible_text(record.answer_text or "")
 
 
 def _truncated_in_reasoning(record: RequestRecord) -> bool:
@@ -176,27 +165,51 @@ def _fallback_equal(reference: str, answer: str) -> bool:
     return a is not None and b is not None and a == b
 
 
-def _math_verify_equal(reference: str, answer: str) -> bool | None:
-    """math-verify's verdict, or None when math-verify is not installed or fails."""
+def _math_verify(reference: str, answer: str) -> tuple[bool, str] | None:
+    """(math-verify's verdict, the answer it read), or None when it is not installed, fails or reads nothing."""
     try:
         from math_verify import parse, verify
     except ImportError:
         return None
-    # math-verify's timeout uses SIGALRM, which only the main thread may set.
-    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None  # SIGALRM: main thread only
     try:
+        # parse's default extraction configs: LaTeX (boxed, math mode, "answer is"), then plain expressions.
         gold = parse(_as_latex(reference), parsing_timeout=timeout)
-        pred = parse(_as_latex(answer), parsing_timeout=timeout)
+        pred = parse(answer, parsing_timeout=timeout)
         if not gold or not pred:
             return None
-        return bool(verify(gold, pred, timeout_seconds=timeout))
+        return bool(verify(gold, pred, timeout_seconds=timeout)), str(pred[-1])
     except Exception:  # a parser crash on odd input must not fail a whole run
         return None
+
+
+def _math_verify_equal(reference: str, answer: str) -> bool | None:
+    """math-verify's verdict on an extracted answer, or None when math-verify is not installed or fails."""
+    verdict = _math_verify(reference, _as_latex(answer))
+    return None if verdict is None else verdict[0]
 
 
 def _as_latex(value: str) -> str:
     # math-verify looks for math-mode or boxed answers; a bare "3/4" is wrapped.
     return value if "$" in value or "\\boxed" in value else f"${value}$"
+
+
+def grade_math(reference: str, text: str) -> tuple[str | None, bool]:
+    """(the extracted answer, correct) of a visible math answer.
+
+    math-verify reads the text first; only its last ``\\boxed{}``, where it has
+    one: math-verify reads boxes a few characters apart ("\\boxed{1} then
+    \\boxed{2}") as one set of answers, where a model restating itself means
+    the last. What it does not accept gets a second look from extract_math and
+    math_equal: math-verify reads LaTeX outside math mode poorly ("Answer:
+    2 \\sqrt{3}" as 2, "10^{3}" as 10, a word not at all), and it is an extra.
+    """
+    boxed = last_boxed(text)
+    verdict = _math_verify(reference, text if boxed is None else f"$\\boxed{{{boxed}}}$")
+    if verdict is not None and verdict[0]:
+        return verdict[1], True
+    extracted = extract_math(text)
+    return extracted, extracted is not None and math_equal(reference, extracted)
 
 
 def math_equal(reference: str, answer: str) -> bool:
@@ -281,8 +294,7 @@ def grade(record: RequestRecord) -> Grade:
     if text is None:
         return Grade(False, _truncated_in_reasoning(record), None)
     if record.grader == "math":
-        extracted = extract_math(text)
-        correct = extracted is not None and math_equal(record.reference, extracted)
+        extracted, correct = grade_math(record.reference, text)
     elif record.grader == "choice":
         extracted = extract_choice(text)
         correct = extracted is not None and extracted == _reference_letter(record.reference)
@@ -385,6 +397,7 @@ __all__ = [
     "extract_exact",
     "extract_math",
     "grade",
+    "grade_math",
     "last_boxed",
     "math_equal",
     "normalise_exact",

@@ -110,3 +110,7 @@ class Engine(Protocol):
     def metrics_text(self) -> str | None:
         """Prometheus text of the engine's metrics (synchronous; None when not available)."""
         ...
+
+    def samples(self) -> dict[str, float] | None:
+        """{timeline name: value} of telemetry.prometheus.SERIES (synchronous; None when not available)."""
+        ...

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any, Collection
+from typing import Any
 
 from pytest_rllm.engines.base import EngineDied, EngineStartError
 from pytest_rllm.engines.spec import EngineSpec
-from pytest_rllm.telemetry.prometheus import MetricsScraper
+from pytest_rllm.telemetry.prometheus import MetricsScraper, ScrapedMetrics
 
 
-class ExternalEndpoint:
+class ExternalEndpoint(ScrapedMetrics):
     def __init__(self, spec: EngineSpec, url: str, *, api_key: str | None = None, model: str | None = None) -> None:
         self.spec = spec
         self.base_url = url.rstrip("/")
@@ -77,10 +77,6 @@ class ExternalEndpoint:
             self._get("/v1/models", timeout=5)
         except (urllib.error.URLError, OSError) as exc:
             raise EngineDied(f"--rllm-endpoint={self.base_url} stopped answering: {exc}") from None
-
-    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
-        """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
-        return self._scraper.text(only)
 
     def _fetch_metrics(self, query: str) -> str | None:
         try:

@@ -1,7 +1,7 @@
 """vLLM's engine API in this process: no HTTP, no server, per-step token timing.
 
 A `vllm.LLM` is built with the engine core in-process
-(VLLM_ENABLE_V1_MULTIPROCESSING=0: start-up ~3 s instead of 25-37 s on CPU).
+(VLLM_ENABLE_V1_MULTIPROCESSING=0: it starts several times faster on CPU).
 One thread steps the engine; requests are added between steps at the times the
 arrival process chose, and each step's new tokens are stamped when the step
 returns, which is when a streaming server would emit them.
@@ -9,7 +9,7 @@ returns, which is when a streaming server would emit them.
 How the per-step tokens are read: the engine core's outputs carry each
 request's new token ids per step, which `LLMEngine.step()` then turns into
 `RequestOutput`s. Asking for those per step (RequestOutputKind.DELTA) cost
-3-5% of the throughput of this CPU build against `LLM.generate`, which asks
+throughput against `LLM.generate` (benchmarks/RESULTS.md), which asks
 for the final output only: vLLM builds a CompletionOutput and a RequestOutput
 per request per step on the stepping thread. So the requests are sent with
 FINAL_ONLY, as `LLM.generate` sends them, and the step thread reads the core's
@@ -30,11 +30,13 @@ import threading
 import time
 from typing import Any
 
-from pytest_rllm.client import SamplingOptions, ThinkSplitter
+from pytest_rllm.client import SamplingOptions
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, is_unsupported
 from pytest_rllm.engines.spec import EngineSpec
+from pytest_rllm.reasoning import ThinkSplitter, split_thinking
 from pytest_rllm.records import Item, RequestRecord
+from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, series
 
 
 class InProcessEngine:
@@ -144,8 +146,8 @@ class InProcessEngine:
                 # The event loop is woken only when a request finishes, once per
                 # loop per step. Waking every request's task at every step (a
                 # queue put, a task switch, its bookkeeping) cost the event loop
-                # ~3% of a core, taken from the engine's OpenMP team on the same
-                # cores and from this thread's share of the GIL.
+                # CPU taken from the engine's OpenMP team on the same cores and
+                # from this thread's share of the GIL.
                 finished: dict[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]] = {}
                 for out in outputs:
                     stream = streams.get(out.request_id)
@@ -174,30 +176,31 @@ class InProcessEngine:
             raise EngineDied(f"in-process vLLM for preset {self.spec.preset!r} stopped: {self._error!r}")
 
     def metrics_text(self, only: Collection[str] | None = None) -> str | None:
-        """The engine's metrics as Prometheus text, so one parser serves every engine kind.
+        """The engine's metrics as Prometheus text (`only`: just these exposition names), for tests and benchmarks."""
+        if self.llm is None:
+            return None
+        try:
+            from prometheus_client import REGISTRY, generate_latest
 
-        `only`: just these exposition names, collected through the Prometheus
-        registry's restricted view (vLLM's in-process stat logger fills the
-        process's registry). All of vLLM's metrics, histograms included, took
-        ~2.4 ms a scrape of this process's CPU, 10 times a second, from the
-        engine being measured; the telemetry's SAMPLE_NAMES take 0.14 ms.
+            return generate_latest(REGISTRY.restricted_registry(sorted(only)) if only else REGISTRY).decode()
+        except Exception:
+            return None
+
+    def samples(self) -> dict[str, float] | None:
+        """The telemetry's series, read from the prometheus_client registry vLLM's in-process stat logger fills.
+
+        A restricted view: collecting all of vLLM's metrics, histograms included,
+        takes many times the CPU of SAMPLE_NAMES from the engine being measured.
         """
         if self.llm is None:
             return None
         try:
             from prometheus_client import REGISTRY
 
-            names = frozenset(only) if only else None
-            registry = REGISTRY.restricted_registry(sorted(names)) if names else REGISTRY
-            lines = []
-            for family in registry.collect():
-                for sample in family.samples:
-                    if (sample.name in names) if names else sample.name.startswith("vllm:"):
-                        labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                        lines.append(f"{sample.name}{{{labels}}} {float(sample.value)}")
+            registry = REGISTRY.restricted_registry(sorted(SAMPLE_NAMES))
+            return series(sample for family in registry.collect() for sample in family.samples)
         except Exception:
             return None
-        return "\n".join(lines) + "\n"
 
     def info(self) -> dict[str, Any]:
         return {
@@ -281,7 +284,7 @@ class _InProcessClient:
         """Apply the chat template to every (item, thinking) before the schedule starts.
 
         Offline `LLM.generate` is handed token ids; tokenizing at send time put
-        ~1 ms of Python per request on the event loop while the engine ran,
+        Python work per request on the event loop while the engine ran,
         and a batch's first step could start before the rest were tokenized.
         A server tokenizes on arrival, but in-process mode measures the engine,
         not an API server.
@@ -372,11 +375,7 @@ def _fill_from_counts(record: RequestRecord, stream: _Stream, decode: Callable[[
     record.output_tokens = len(token_ids)
     record.finish_reason = completion.finish_reason
     record.t_done = stream.t_done
-    splitter = ThinkSplitter(thinking=record.thinking)
-    reasoning, answer = splitter.feed(completion.text)
-    rest_reasoning, rest_answer = splitter.flush()
-    record.reasoning_text = reasoning + rest_reasoning
-    record.answer_text = answer + rest_answer
+    record.reasoning_text, record.answer_text = split_thinking(completion.text, record.thinking)
     step = _first_visible_step([count for _, count in counts], token_ids, record.thinking, decode)
     if step is not None:
         record.t_first_visible = counts[step][0]
@@ -395,7 +394,7 @@ def _first_visible_step(counts: list[int], token_ids: list[int], thinking: bool,
 
     def visible(step: int) -> bool:
         text = decode(token_ids[: bounds[step]]).rstrip("\ufffd")
-        return bool(ThinkSplitter(thinking=thinking).feed(text)[1].strip())
+        return bool(split_thinking(text, thinking)[1].strip())
 
     if not bounds or not visible(len(bounds) - 1):
         return None

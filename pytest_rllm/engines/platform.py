@@ -1,4 +1,4 @@
-"""Which vLLM build is installed, without importing it (importing vllm costs 8-13 s)."""
+"""Which vLLM build is installed, without importing it (importing vllm takes seconds: benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 

@@ -18,12 +18,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, engine_reason, is_unsupported
 from pytest_rllm.engines.spec import EngineSpec
-from pytest_rllm.telemetry.prometheus import MetricsScraper
+from pytest_rllm.telemetry.prometheus import MetricsScraper, ScrapedMetrics
 
 HOST = "127.0.0.1"  # never bind beyond loopback
 
@@ -44,7 +44,7 @@ def _tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class VllmServer:
+class VllmServer(ScrapedMetrics):
     """Context manager around one `vllm serve` process for one EngineSpec.
 
     The server's output goes to `log_path`, in `log_dir`. Without one, a
@@ -236,10 +236,6 @@ class VllmServer:
             f"vLLM server for preset {self.spec.preset!r} (pid {self.proc.pid}) is alive but hung: it {problem}. "
             f"Its process group is killed.\nLog: {self.log_path}"
         )
-
-    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
-        """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
-        return self._scraper.text(only)
 
     def _fetch_metrics(self, query: str) -> str | None:
         try:

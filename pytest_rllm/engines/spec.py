@@ -145,8 +145,8 @@ _PRESET_ARGS: dict[str, dict[str, Any]] = {
 
 # The embedded model's serving profile: a KV cache of 512 blocks x 32 tokens
 # (16k tokens) puts a 100-request batch of pocket under the memory pressure the
-# study saw on GPUs (measured: reasoning run mean 28% / peak 55%, thinking off
-# 7% / 13%), instead of the ~0.5M tokens that 1 GiB of CPU KV space would give.
+# study saw on GPUs (benchmarks/RESULTS.md), instead of the ~0.5M tokens that
+# 1 GiB of CPU KV space would give.
 # Block size 32 is the smallest the CPU backend accepts; it lets prefix caching
 # reuse short shared prefixes.
 EMBEDDED_PROFILE: dict[str, Any] = {"block_size": 32, "num_gpu_blocks_override": 512}
@@ -163,7 +163,7 @@ def base_engine_args(settings: RllmSettings) -> dict[str, Any]:
     if settings.uses_embedded_model:
         args.update(EMBEDDED_PROFILE)
     if is_cpu_build():
-        # torch.compile adds ~30 s of start-up on CPU and gave no speed-up (ENVIRONMENT.md).
+        # torch.compile slows a CPU start-up and gave no speed-up (benchmarks/RESULTS.md).
         args["enforce_eager"] = True
     return args
 

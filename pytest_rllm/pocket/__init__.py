@@ -11,7 +11,7 @@ from pathlib import Path
 
 MODEL_DIR: Path = Path(__file__).resolve().parent / "model"
 
-# Measured with vLLM 0.32 (tests/test_pocket.py): the one parser that puts the
+# Checked on vLLM 0.32 by tests/test_pocket.py: the one parser that puts the
 # reasoning in `reasoning` with thinking on AND the answer in `content` with
 # thinking off, where the chat template writes the think tags into the prompt.
 REASONING_PARSER = "qwen3"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-import re
 import urllib.parse
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection, Iterable
+
+if TYPE_CHECKING:
+    from prometheus_client.samples import Sample
 
 # Timeline name -> (vLLM metric name without the _total suffix, how series with
 # different labels combine). Usage is a fraction 0..1, averaged over engines;
@@ -61,10 +63,8 @@ def name_query(names: Collection[str]) -> str:
 class MetricsScraper:
     """GET /metrics, asking only for the series the harness reads where the server can filter.
 
-    Why: rendering all of vLLM's /metrics (~620 lines, histograms included) took
-    its API server 8.5 ms of CPU a scrape (measured here, pocket model), and the
-    telemetry scrapes 10 times a second: ~8% of a core on 2 cores, and the API
-    server's event loop, which streams every token, is blocked meanwhile.
+    Why: rendering all of vLLM's /metrics, 10 times a second, takes the API
+    server's CPU and blocks its token-streaming event loop (benchmarks/RESULTS.md).
     The first filtered scrape decides: a server that answers it with the series
     filters (or ignores the filter and sends everything, which parses the
     same); one that refuses it (another server's 404) or returns none of the
@@ -89,35 +89,64 @@ class MetricsScraper:
                 self.filtering = False
         return text
 
+    def series(self) -> dict[str, float] | None:
+        """{timeline name: value} of a filtered scrape; None when the server did not answer."""
+        text = self.text(SAMPLE_NAMES)
+        return None if text is None else parse_metrics(text)
 
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+class ScrapedMetrics:
+    """metrics_text() and samples() of an engine that serves /metrics over HTTP (its `_scraper`)."""
+
+    _scraper: MetricsScraper
+
+    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
+        """/metrics as text; `only`: just these exposition names (see MetricsScraper)."""
+        return self._scraper.text(only)
+
+    def samples(self) -> dict[str, float] | None:
+        """The telemetry's series from /metrics; None when it did not answer."""
+        return self._scraper.series()
+
+
 _WANTED = {name: (key, how) for key, (name, how) in SERIES.items()}
 # A server's /metrics holds hundreds of lines (histogram buckets, process and
-# GC series) and is scraped 10 times a second: a prefix test skips the lines
-# no SERIES name begins, before any regex runs.
+# GC series) and is scraped 10 times a second: a prefix test drops the lines
+# no SERIES name begins before prometheus_client's parser reads the rest.
 _PREFIXES = tuple(sorted({name for name, _ in SERIES.values()}))
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus exposition text -> {timeline name: value} for the series in SERIES."""
+def text_samples(text: str) -> list[Sample]:
+    """Every sample of Prometheus exposition text, parsed by prometheus_client.
+
+    A malformed line is skipped, not fatal: the text is then parsed a line at a time.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    except ValueError:
+        samples: list[Sample] = []
+        for line in text.splitlines():
+            try:
+                samples += [sample for family in text_string_to_metric_families(line + "\n") for sample in family.samples]
+            except ValueError:
+                continue
+        return samples
+
+
+def series(samples: Iterable[Sample]) -> dict[str, float]:
+    """Samples (parsed text or a prometheus_client registry's) -> {timeline name: value} for SERIES."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    for line in text.splitlines():
-        if not line.startswith(_PREFIXES):
-            continue
-        match = _LINE.match(line)
-        if not match:
-            continue
-        name = match.group(1)
+    for sample in samples:
+        name = sample.name
         if name.endswith("_total"):
             name = name[: -len("_total")]
         wanted = _WANTED.get(name)
         if wanted is None:
             continue
-        try:
-            value = float(match.group(3))
-        except ValueError:
-            continue
+        value = float(sample.value)
         if math.isnan(value):
             continue
         key = wanted[0]
@@ -126,21 +155,29 @@ def parse_metrics(text: str) -> dict[str, float]:
     return {key: (sums[key] / counts[key] if SERIES[key][1] == "mean" else sums[key]) for key in sums}
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus exposition text -> {timeline name: value} for the series in SERIES."""
+    return series(text_samples("".join(line + "\n" for line in text.splitlines() if line.startswith(_PREFIXES))))
+
+
 def histogram_totals(text: str) -> dict[str, tuple[float, float]]:
     """{histogram name: (sum, count)}, added over its label sets, from Prometheus text."""
     totals: dict[str, list[float]] = {}
-    for line in text.splitlines():
-        head = line.split("{", 1)[0].split(" ", 1)[0]
+    for sample in text_samples(text):
         for suffix, index in (("_sum", 0), ("_count", 1)):
-            if head.endswith(suffix):
-                totals.setdefault(head[: -len(suffix)], [0.0, 0.0])[index] += float(line.rsplit(" ", 1)[1])
+            if sample.name.endswith(suffix):
+                totals.setdefault(sample.name[: -len(suffix)], [0.0, 0.0])[index] += float(sample.value)
     return {name: (total, count) for name, (total, count) in totals.items()}
 
 
-def cache_config(text: str) -> dict[str, str]:
+def cache_labels(samples: Iterable[Sample]) -> dict[str, str]:
     """Labels of vllm:cache_config_info (block_size, cache_dtype, enable_prefix_caching, ...)."""
-    for line in text.splitlines():
-        if line.startswith("vllm:cache_config_info{"):
-            body = line[line.index("{") + 1 : line.index("}")]
-            return dict(re.findall(r'(\w+)="([^"]*)"', body))
+    for sample in samples:
+        if sample.name == "vllm:cache_config_info":
+            return dict(sample.labels)
     return {}
+
+
+def cache_config(text: str) -> dict[str, str]:
+    """cache_labels of Prometheus text."""
+    return cache_labels(text_samples("".join(line + "\n" for line in text.splitlines() if line.startswith("vllm:cache_config_info"))))

@@ -11,23 +11,21 @@ import time
 from typing import Callable
 
 from pytest_rllm.telemetry.nvml import NvmlMemory
-from pytest_rllm.telemetry.prometheus import parse_metrics
 
 Timelines = dict[str, list[tuple[float, float]]]
 
 # At most this share of wall time is spent scraping. Rendering /metrics costs
-# the server CPU that its engine needs: on 2 shared cores, 10 scrapes a second
-# measured ~20% fewer output tok/s than none (benchmarks/client_overhead.py
-# --telemetry-off), and vLLM's own benchmark client scrapes nothing. So the
-# interval stretches to 1/MAX_DUTY times the last scrape's duration. Not further:
-# a scrape's duration is mostly queueing behind the streams on a busy server, and
-# at 5% a 2.6 s run kept 4 samples, too few for the memory findings.
+# the server CPU that its engine needs (benchmarks/RESULTS.md), and vLLM's own
+# benchmark client scrapes nothing. So the interval stretches to 1/MAX_DUTY
+# times the last scrape's duration. Not further: a scrape's duration is mostly
+# queueing behind the streams on a busy server, and a lower cap left short runs
+# too few samples for the memory findings.
 MAX_DUTY = 0.5
 
 
 class TelemetrySampler:
-    def __init__(self, metrics_text: Callable[[], str | None], interval: float, nvml: NvmlMemory | None = None) -> None:
-        self._metrics_text = metrics_text
+    def __init__(self, samples: Callable[[], dict[str, float] | None], interval: float, nvml: NvmlMemory | None = None) -> None:
+        self._samples = samples  # an engine's samples(): {timeline name: value}, None when unavailable
         self.interval = interval
         self.nvml = nvml
         self.timelines: Timelines = {}
@@ -38,10 +36,10 @@ class TelemetrySampler:
 
     def sample_once(self) -> dict[str, float]:
         now = time.perf_counter()
-        text = self._metrics_text()
-        values = parse_metrics(text) if text else {}
-        if text is None:
+        values = self._samples()
+        if values is None:
             self.failures += 1
+            values = {}
         if self.nvml is not None and self.nvml.available:
             used = self.nvml.used_bytes()
             if used is not None:

@@ -19,7 +19,7 @@ Precision, and why it is done this way:
   sleep(0) until the due time, then calls `send` in that same step. Yielding
   instead of blocking keeps the in-flight streams served while it waits, and
   calling `send` from the task that waited avoids a task start-up delay (one
-  loop pass, often 0.1-0.5 ms under load) after the due time.
+  loop pass) after the due time.
 - Jobs that are due together (batch, or a bursty Gamma draw) launch in one
   pass, with no yield between them.
 
@@ -52,9 +52,7 @@ T = TypeVar("T")
 # a margin, within [MIN_SPIN, MAX_SPIN]. The ceiling is low on purpose: wake-ups
 # later than that are the OS preempting a process on a busy host, which a
 # longer spin does not cure (the spinning process is preempted as well) but
-# pays for in CPU. Measured here (2 shared cores, 200 req/s): a 2 ms lead
-# cost ~20-25% of a core and gave *more* late sends than 1 ms once the host
-# was loaded; on a quiet host the adapted lead settled near 1.3 ms (asyncio).
+# pays for in CPU (benchmarks/RESULTS.md: a longer fixed lead gave more late sends).
 DEFAULT_SPIN = None
 INITIAL_SPIN = 0.0015
 MIN_SPIN = 0.0003
