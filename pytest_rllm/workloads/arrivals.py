@@ -39,12 +39,13 @@ Pure: numpy only, no I/O except reading a trace file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from pytest_rllm.workloads.jsonl import json_object
 
 KINDS = ("batch", "concurrency", "poisson", "gamma", "trace")
 TRACE_FIELD = "timestamp"
@@ -122,6 +123,13 @@ def _tile_trace(trace: tuple[float, ...], n: int, path: str) -> list[float]:
     return [trace[i % len(trace)] + (i // len(trace)) * period for i in range(n)]
 
 
+def _rate(text: str, spec: str) -> float:
+    rate = _number(text, "RATE", spec)
+    if rate <= 0 or math.isinf(rate):
+        raise ValueError(f"arrival {spec!r}: RATE must be a finite number of requests per second above 0")
+    return rate
+
+
 def _number(text: str, what: str, spec: str) -> float:
     try:
         value = float(text)
@@ -157,16 +165,12 @@ def parse_arrival(text: str) -> ArrivalSpec:
     if kind == "poisson":
         if len(parts) != 1:
             raise ValueError(f"arrival {spec!r}: expected poisson:RATE (requests per second), e.g. poisson:4")
-        rate = _number(parts[0], "RATE", spec)
-        if rate <= 0 or math.isinf(rate):
-            raise ValueError(f"arrival {spec!r}: RATE must be a finite number of requests per second above 0")
+        rate = _rate(parts[0], spec)
         return ArrivalSpec("poisson", rate=rate, burstiness=1.0, text=spec)
     if kind == "gamma":
         if len(parts) != 2:
             raise ValueError(f"arrival {spec!r}: expected gamma:RATE:BURSTINESS, e.g. gamma:4:0.5 (b=1 is Poisson, inf is constant gaps)")
-        rate = _number(parts[0], "RATE", spec)
-        if rate <= 0 or math.isinf(rate):
-            raise ValueError(f"arrival {spec!r}: RATE must be a finite number of requests per second above 0")
+        rate = _rate(parts[0], spec)
         b = _number(parts[1], "BURSTINESS", spec)
         if b <= 0:
             raise ValueError(f"arrival {spec!r}: BURSTINESS must be above 0 (1 is Poisson, inf is constant gaps)")
@@ -192,12 +196,7 @@ def load_trace(path: str) -> tuple[float, ...]:
         if not line.strip():
             continue
         where = f"trace file {path}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object with field {TRACE_FIELD!r}")
+        row = json_object(line, where, f"a JSON object with field {TRACE_FIELD!r}")
         if TRACE_FIELD not in row:
             raise ValueError(f"{where}: field {TRACE_FIELD!r} is missing")
         value = row[TRACE_FIELD]

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from pytest_rllm.records import GRADERS, Item
+from pytest_rllm.workloads.jsonl import json_object
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option, as in: Answer: X"
@@ -257,12 +258,7 @@ def load_jsonl(path: str | os.PathLike[str], *, name: str) -> list[Item]:
 
 
 def _jsonl_item(line: str, *, name: str, where: str, number: int) -> Item:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise DatasetError(f"{where}: expected a JSON object with fields 'prompt' and 'reference'")
+    row = json_object(line, where, "a JSON object with fields 'prompt' and 'reference'", DatasetError)
 
     def text(field: str, default: str | None = None, numbers: bool = False) -> str:
         if field not in row or row[field] is None:
@@ -480,13 +476,7 @@ def _load_packaged(name: str) -> list[Item]:
 
 
 def _json_row(line: str, where: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(row, dict):
-        raise DatasetError(f"{where}: expected a JSON object")
-    return row
+    return json_object(line, where, error=DatasetError)
 
 
 def _field(row: dict[str, Any], field: str, where: str) -> Any:
