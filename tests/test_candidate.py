@@ -122,3 +122,19 @@ def test_reports_pair_runs_by_name_and_the_table_has_a_block_per_run(reference):
     table = format_ab_table(comparison.rows)
     assert table.splitlines()[0] == "spec-ngram/main"
     assert "metric | reference | candidate | ratio [95% interval] | verdict" in re.sub(" +", " ", table)
+
+
+def test_pooled_percentiles_of_a_resample_match_numpy_on_the_concatenated_values():
+    """ITL pools every token gap: the histogram shortcut must read the same percentile as concatenating."""
+    import numpy as np
+
+    from pytest_rllm.resampling import _stat
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.gamma(2.0, 0.003, size=rng.integers(50, 400)) for _ in range(60)]
+    idx = rng.integers(0, len(arrays), size=(10, len(arrays)))
+    for q in (50.0, 99.0):
+        exact = [np.percentile(np.concatenate([arrays[i] for i in row]), q) for row in idx]
+        assert _stat(arrays, idx, q) == pytest.approx(exact, rel=2e-3)
+    exact_means = [np.concatenate([arrays[i] for i in row]).mean() for row in idx]
+    assert _stat(arrays, idx, None) == pytest.approx(exact_means, rel=1e-9)
