@@ -74,9 +74,10 @@ class ABRow:
         return self.low is not None and self.high is not None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the band as a list, and a non-finite number (a band with no end) as None."""
         data = asdict(self)
-        data["band"] = list(self.band)
-        return data
+        data["band"] = [_finite(x) for x in self.band]
+        return {k: _finite(v) if isinstance(v, float) else v for k, v in data.items()}
 
 
 # --------------------------------------------------------------------------- verdict
