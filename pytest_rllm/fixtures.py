@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
+from pytest_rllm.settings import REFERENCE
+
 Pair = tuple[str, str]
-REFERENCE = "reference"  # the --rllm-reference-model configuration (session.REFERENCE says the same)
 
 
 def plans(needs: Callable[[Any, Any], list[Pair]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -22,9 +22,7 @@ from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
 from pytest_rllm.reasoning import resolve_reasoning_parser
 from pytest_rllm.records import Item, RequestRecord
 from pytest_rllm.results import RunResult
-from pytest_rllm.settings import PRESETS, RllmSettings
-
-REFERENCE = "reference"  # the plain-LLM reference configuration (--rllm-reference-model)
+from pytest_rllm.settings import PRESETS, REFERENCE, RllmSettings
 
 
 @dataclass(frozen=True)

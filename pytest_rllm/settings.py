@@ -35,6 +35,7 @@ PRESETS = (
 QUANTIZED_CHECKPOINT_METHODS = ("awq", "gptq")
 SLO_METRICS = ("ttft", "ttfvt", "tpot", "itl", "e2e")
 UPDATE_MODES = ("none", "changed", "all")
+REFERENCE = "reference"  # the plain-LLM reference configuration (--rllm-reference-model)
 
 # Finding thresholds: name -> (default, meaning). Accuracy thresholds are in percentage points.
 # Kept beside the options so --rllm-threshold names are checked before anything runs.
