@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping
 
 from pytest_rllm.compare import (
     BETTER,
+    HOST_SPEED_FAMILIES,
     UPDATE_FLAG,
     Measurement,
     MetricCheck,
@@ -44,6 +45,7 @@ from pytest_rllm.compare import (
     default_better,
     default_tolerance,
     failure_message,
+    family_of,
     format_table,
     lookup,
     parse_tolerance,
@@ -58,7 +60,7 @@ LOCK_TIMEOUT_S = 300.0  # a worker holding the lock only reads and writes one sm
 # Settings that change what a metric means; recorded with the baseline, so a
 # failure can say "the baseline was measured with max_tokens=4096".
 CONFIGURATION_KEYS = (
-    "dataset", "num_prompts", "repeats", "max_tokens", "temperature", "top_p", "seed",
+    "dataset", "num_prompts", "repeats", "trials", "max_tokens", "temperature", "top_p", "seed",
     "arrival", "max_concurrency", "slo", "accuracy", "engine", "reasoning_parser",
 )
 
@@ -262,7 +264,8 @@ class CheckOutcome:
     @property
     def flagged(self) -> list[MetricCheck]:
         """Reported without failing: improvements not recorded, stale entries kept."""
-        return [c for c in self.checks if (c.status == "improved" and not c.updated) or c.kept]
+        return [c for c in self.checks if (c.status == "improved" and not c.updated) or c.kept
+                or c.status == "inconclusive"]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -349,6 +352,7 @@ class BaselineCheck:
         *,
         tolerances: Mapping[str, str | Tolerance] | None = None,
         name: str | None = None,
+        host_noise: str | None = None,
     ) -> CheckOutcome:
         """Compare metrics with the stored baseline; pytest.fail with a table when they differ.
 
@@ -358,6 +362,10 @@ class BaselineCheck:
 
             METRICS = {"tail_share": "25pt", "makespan_over_median_e2e": "50%"}
             rllm_baseline.check(baseline_run.summary(), METRICS)
+
+        `host_noise` says why this run's absolute speed proves nothing (the host
+        was busy with other work): a speed metric that would fail is then
+        "inconclusive", flagged but not failing, and never recorded.
 
         Without it every entry of `data` is a metric, `tolerances` giving any tolerance:
 
@@ -435,12 +443,16 @@ class BaselineCheck:
             pytest.fail(message)
 
         checks = compare(stored_metrics, obtained, tols, betters)
+        if host_noise:
+            for c in checks:
+                if c.status == "fail" and family_of(c.metric).name in HOST_SPEED_FAMILIES:
+                    c.status, c.note = "inconclusive", host_noise
         to_set: dict[str, dict[str, Any]] = {}
         to_remove: list[str] = []
         if self.update != "none":
             for c in checks:
-                if c.status == "nan":
-                    continue  # a NaN is never recorded: it stays a failure
+                if c.status in ("nan", "inconclusive"):
+                    continue  # a NaN stays a failure; a speed measured on a busy host is not worth keeping
                 if c.status == "missing" and self.update == "changed":
                     # "changed" only adds and replaces entries, so parallel workers that
                     # merge into one file never delete (or fail on) each other's entries;

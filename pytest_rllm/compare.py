@@ -35,6 +35,11 @@ The comparison rule (``compare_metric``):
   apart, so sampling noise alone does not fail the gate. Without an explicit
   tolerance the intervals just have to overlap (default 0): two 95 % intervals
   that do not overlap is already a difference significant at about p < 0.01.
+* "inconclusive": an absolute speed metric (the throughput and seconds
+  families) that would fail, measured while the host was busy with other work
+  (BaselineCheck.check's `host_noise`): a busy host slows every engine, so the
+  run cannot prove a regression. Reported and flagged, never failing, never
+  recorded by an update.
 * NaN / infinite obtained value -> "nan"; a metric in the baseline that the
   test no longer produces -> "missing"; a metric the test produces that the
   baseline lacks -> "extra". All three fail.
@@ -51,7 +56,9 @@ from typing import Any, Iterable, Mapping
 from pytest_rllm.stats import wilson_interval  # one Wilson interval for the package; report.py imports it from here
 
 BETTER = ("higher", "lower", "none")
-STATUSES = ("pass", "improved", "fail", "missing", "extra", "nan")
+STATUSES = ("pass", "improved", "inconclusive", "fail", "missing", "extra", "nan")
+# The families whose absolute values move with how busy the host is.
+HOST_SPEED_FAMILIES = frozenset({"throughput", "seconds"})
 FAILING = frozenset({"fail", "missing", "extra", "nan"})
 
 # Stored values keep this many significant digits (see baselines.py), so a value
@@ -247,6 +254,10 @@ class Measurement:
     n: int | None = None  # sample size behind the value
     interval: tuple[float, float] | None = None  # e.g. the Wilson interval of an accuracy
     tolerance: Tolerance | str | None = None
+    # False: the interval is stored and shown, but the verdict compares the value
+    # with the tolerance window (a mean over few trials, whose t interval is too
+    # wide to resolve anything by overlap).
+    judged_by_interval: bool = True
 
     def __post_init__(self) -> None:
         if self.better is not None and self.better not in BETTER:
@@ -388,7 +399,7 @@ def compare_metric(
         return result
     low, high = tolerance.window(baseline)
     shown_low, shown_high = tolerance.window(baseline, slack=False)  # the table shows the tolerance itself
-    if baseline_interval is not None and obtained.interval is not None:
+    if baseline_interval is not None and obtained.interval is not None and obtained.judged_by_interval:
         # Widen the baseline interval by the same distances the scalar window uses.
         b_low, b_high = baseline_interval
         low, high = b_low - (baseline - low), b_high + (high - baseline)
@@ -468,7 +479,7 @@ def format_table(checks: Iterable[MetricCheck], *, only_failed: bool = False) ->
         delta = c.delta
         delta_text = "-" if delta is None else (("+" if delta >= 0 else "") + _fmt(delta))
         status = c.status + (" (updated)" if c.updated else " (kept)" if c.kept else "")
-        if c.note and c.status in ("nan", "missing", "extra"):
+        if c.note and c.status in ("nan", "missing", "extra", "inconclusive"):
             status += f": {c.note}"
         rows.append((c.metric, _cell_value(c.baseline, c.baseline_interval),
                      _cell_value(c.obtained, c.obtained_interval), delta_text, c.allowed_text(), status))

@@ -178,6 +178,9 @@ class RunResult:
     workload_config: dict[str, Any] = field(default_factory=dict)
     slo: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # the run as a whole failed (engine died, run timeout)
+    trial: int = 0  # which of --rllm-trials this run is
+    host: dict[str, float] = field(default_factory=dict)  # telemetry.host: other load on the machine, probe speed
+    trials: list[RunResult] = field(default_factory=list)  # a combined run's trials (combine_trials); empty for one run
     _summary: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -190,7 +193,7 @@ class RunResult:
 
     def summary(self) -> dict[str, float]:
         if self._summary is None:
-            self._summary = summarize(self)
+            self._summary = summarize_trials(self) if self.trials else summarize(self)
         return self._summary
 
     def accuracy(self) -> dict[str, Any]:
@@ -224,7 +227,11 @@ class RunResult:
             "error": self.error,
             "records": records,
             "timelines": {k: [[rel(t), v] for t, v in pts] for k, pts in self.timelines.items()},
+            "host": json_safe(self.host),
             "summary": json_safe(self.summary()),
+            # Per trial: its own summary and host load, so run-to-run spread can be read back (compare CLI).
+            "trials": [{"trial": t.trial, "duration": t.t_end - t.t_start, "host": json_safe(t.host),
+                        "summary": json_safe(t.summary())} for t in self.trials],
         }
 
 
@@ -295,4 +302,67 @@ def summarize(run: RunResult) -> dict[str, float]:
         out["accuracy_low"], out["accuracy_high"] = float(overall["wilson_low"]), float(overall["wilson_high"])
     elif "interval" in overall:
         out["accuracy_low"], out["accuracy_high"] = (float(x) for x in overall["interval"])
+    return out
+
+
+# The metrics a combined run gives an interval over its trials: the regression
+# gate's absolute serving metrics, whose run-to-run spread is what the interval
+# measures. (Accuracy gets its interval from the pooled records instead.)
+TRIAL_INTERVAL_PATTERNS = (
+    "output_throughput", "request_throughput",
+    *(f"{m}_p{p}" for m in LATENCY_METRICS for p in (50, 99)),
+)
+
+
+def combine_trials(trials: Sequence[RunResult], *, repeats: int = 1) -> RunResult:
+    """One run from --rllm-trials runs of the same workload on the same engine.
+
+    Its records are every trial's, with repeat numbers offset per trial (trial t's
+    repeat r becomes t*repeats + r), so accuracy pools all answers and paired
+    comparisons still pair the same (item, repeat) across configurations. Its
+    timelines are the first trial's (plots show one run); its summary is the
+    trials' (summarize_trials).
+    """
+    import dataclasses
+
+    if not trials:
+        raise ValueError("combine_trials needs at least one trial")
+    first = trials[0]
+    records = [dataclasses.replace(r, repeat=t.trial * repeats + r.repeat) for t in trials for r in t.records]
+    return RunResult(
+        label=first.label, workload=first.workload, records=records, timelines=first.timelines,
+        t_start=first.t_start, t_end=trials[-1].t_end, counters_start=first.counters_start,
+        counters_end=trials[-1].counters_end, engine=first.engine, workload_config=first.workload_config,
+        slo=first.slo, host=_mean_host(trials), trials=list(trials),
+    )
+
+
+def _mean_host(trials: Sequence[RunResult]) -> dict[str, float]:
+    keys = {k for t in trials for k in t.host}
+    out = {}
+    for key in sorted(keys):
+        values = [t.host[key] for t in trials if key in t.host]
+        # The worst trial decides whether the host was quiet, so load keeps its maximum.
+        out[key] = max(values) if key.endswith("_share") else float(np.mean(values))
+    return out
+
+
+def summarize_trials(run: RunResult) -> dict[str, float]:
+    """Each metric's mean over the trials; a 95% t interval for the gate's serving metrics; pooled accuracy."""
+    from pytest_rllm.stats import mean_interval
+
+    per_trial = [t.summary() for t in run.trials]
+    out: dict[str, float] = {}
+    for key in per_trial[0]:
+        values = _values(s.get(key) for s in per_trial)
+        out[key] = float(np.mean(values)) if values else math.nan
+    for key in TRIAL_INTERVAL_PATTERNS:
+        values = _values(s.get(key) for s in per_trial)
+        if len(values) >= 2:
+            _, out[f"{key}_low"], out[f"{key}_high"] = mean_interval(values)
+    pooled = summarize(RunResult(label=run.label, workload=run.workload, records=run.records))
+    for key in ("accuracy", "accuracy_low", "accuracy_high", "truncated_in_reasoning"):
+        if key in pooled:
+            out[key] = pooled[key]
+    out["trials"] = float(len(per_trial))
     return out

@@ -64,6 +64,10 @@ WORKLOADS: dict[str, Workload] = {
 # several KV blocks, short enough that prefix caching off stays affordable on CPU.
 SHARED_PREFIX_EXAMPLES = 6
 
+# The warm-up batch: enough concurrent requests to exercise batched decoding
+# once, few enough to cost a fraction of a measured run.
+WARM_UP_REQUESTS = 8
+
 
 class RunUnavailable(Exception):
     """The run cannot happen here: the test skips with this reason."""
@@ -87,6 +91,7 @@ class Timings:
     engine_start: float = 0.0
     generation: float = 0.0
     engine_stop: float = 0.0
+    warm_up: float = 0.0
     engines_started: int = 0
     per_engine: dict[str, float] = field(default_factory=dict)
 
@@ -107,6 +112,7 @@ class RllmSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._items: list[Item] | None = None
         self.engine_infos: dict[str, dict[str, Any]] = {}
+        self._warmed: Any = None  # the engine that has had its warm-up batch
 
     # -- planning --------------------------------------------------------------
     def need(self, label: str, workload: str) -> None:
@@ -309,6 +315,54 @@ class RllmSession:
         return datasets.expand_repeats(items, self.settings.repeats)
 
     def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:
+        """--rllm-trials runs of `workload`, after the engine's warm-up batch; one result, its summary over the trials."""
+        # Engines we start pay first-batch costs in their first run (vLLM 0.31.0 on CPU: 30 s);
+        # a running endpoint is warm already, unless trials are to be compared with each other.
+        if self._warmed is not engine and (not self.settings.endpoint or self.settings.trials > 1):
+            self._warm_up(engine, label, workload)
+        trials = []
+        for index in range(self.settings.trials):
+            outcome = self._run_once(engine, label, workload, trial=index)
+            trials.append(outcome)
+            if outcome.failure:
+                return outcome  # a failed trial fails the run; its records are in the report
+        if len(trials) == 1:
+            return trials[0]
+        from pytest_rllm.results import combine_trials
+
+        result = combine_trials([t.result for t in trials if t.result is not None], repeats=self.settings.repeats)
+        # The report lists the run once, its trials inside it.
+        self.runs = [r for r in self.runs if r not in result.trials] + [result]
+        return _Outcome(result=result)
+
+    def _warm_up(self, engine: Any, label: str, workload: Workload) -> None:
+        """One unmeasured batch per engine: first-batch costs (compilation, allocation) stay out of every trial."""
+        self._warmed = engine
+        jobs = self.workload_items(workload)[:WARM_UP_REQUESTS]
+        thinking = workload.thinking and label != REFERENCE
+        records = [RequestRecord.for_item(item, repeat=r, thinking=thinking) for item, r in jobs]
+        options = SamplingOptions(
+            max_tokens=workload.max_tokens or self.settings.max_tokens,
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            request_timeout=self.settings.request_timeout,
+        )
+        t0 = time.perf_counter()
+        try:
+            self._loop_run(self._drive(engine, jobs, records, [0.0] * len(jobs), options, None))
+        except Exception:
+            pass  # a broken engine shows up, with its reason, in the measured run that follows
+        self.timings.warm_up += time.perf_counter() - t0
+
+    def _engine_pgids(self, engine: Any) -> list[int] | None:
+        """Process groups whose CPU is the engine's; None when the engine runs elsewhere (an endpoint)."""
+        if self.settings.endpoint:
+            return None
+        proc = getattr(engine, "proc", None)
+        return [proc.pid] if proc is not None else []
+
+    def _run_once(self, engine: Any, label: str, workload: Workload, *, trial: int = 0) -> _Outcome:
+        from pytest_rllm.telemetry import host
         from pytest_rllm.telemetry.nvml import NvmlMemory
         from pytest_rllm.telemetry.sampler import TelemetrySampler
         from pytest_rllm.workloads.arrivals import parse_arrival
@@ -332,12 +386,17 @@ class RllmSession:
         result = RunResult(
             label=label,
             workload=workload.name,
+            trial=trial,
             records=records,
             engine=self.engine_infos.get(label, {}),
             workload_config=config,
             slo=settings.slo_seconds(),
         )
         result.counters_start = engine.samples() or {}
+        pgids = self._engine_pgids(engine)
+        # Measured while the engine idles, before the clock starts: the yardstick must not compete with it.
+        result.host["python_speed"] = host.python_speed()
+        cpu_start = host.snapshot(pgids) if pgids is not None else None
         sampler.start()
         t0 = time.perf_counter()
         result.t_start = t0
@@ -355,6 +414,10 @@ class RllmSession:
         except Exception as exc:  # a harness bug must not hide the records: keep them for the report
             result.error = f"run failed: {type(exc).__name__}: {exc}"
         result.t_end = time.perf_counter()
+        cpu_end = host.snapshot(pgids) if cpu_start is not None else None
+        load = cpu_end.since(cpu_start) if cpu_end is not None and cpu_start is not None else None
+        if load is not None:
+            result.host.update(load.to_dict())
         self.timings.generation += result.t_end - t0
         result.counters_end = self._settled_counters(engine, result.counters_start)
         result.timelines = sampler.stop()

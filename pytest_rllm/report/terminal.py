@@ -41,6 +41,8 @@ def check_lines(check: Mapping[str, Any]) -> list[str]:
         return lines
     for m in notable:
         suffix = " (updated)" if m.get("updated") else " (kept)" if m.get("kept") else ""
+        if m.get("status") == "inconclusive" and m.get("note"):
+            suffix += f" ({m['note']})"
         lines.append(
             f"    {m.get('metric')}: {m.get('status')}{suffix} baseline={fmt(m.get('baseline'), '{:.6g}')} "
             f"obtained={m.get('obtained_text') or fmt(m.get('obtained'), '{:.6g}')} allowed={m.get('allowed', '-')}"
