@@ -451,3 +451,25 @@ def test_the_header_records_the_identity_deterministically_and_other_changes_are
     lines = str(failed.value).splitlines()
     assert "baseline recorded on" not in lines[0]  # the same vLLM release: not the headline
     assert "note: the baseline was recorded with torch 2.9.0+cpu; this run used 2.10.0+cpu" in lines
+
+
+def test_the_fixture_records_the_engine_the_session_started_not_only_what_is_installed(pytester: pytest.Pytester) -> None:
+    # An external server's version is known once it answered: the check reads the session's engine when it runs.
+    pytester.makepyfile(test_endpoint="""
+        from types import SimpleNamespace
+        from pytest_rllm.state import state_of
+
+        SERVED = {"name": "external server", "version": "0.33.0", "commit": "unknown", "torch": "unknown",
+                  "device": "unknown", "driver": "unknown"}
+
+        def test_served(request, rllm_baseline):
+            state = state_of(request.config)
+            state.session = SimpleNamespace(engine_infos={"baseline": {"kind": "endpoint", "identity": SERVED}})
+            try:
+                rllm_baseline.check({"e2e_p50": 1.0})
+            finally:
+                state.session = None
+    """)
+    run(pytester, UPDATE_FLAG).assert_outcomes(passed=1)
+    path = pytester.path / "baselines" / HW / "pocket" / "test_endpoint" / "test_served.json"
+    assert json.loads(path.read_text())["engine"]["version"] == "0.33.0"
