@@ -205,3 +205,26 @@ def test_another_installations_identity_is_read_by_its_own_python(tmp_path: Path
     assert identity_of_python(sys.executable) == local_identity()
     missing = identity_of_python(str(tmp_path / "no-python"))
     assert (missing.name, missing.version, missing.device) == (UNKNOWN, UNKNOWN, local_identity().device)
+
+
+def test_gpu_names_and_driver_come_from_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from pytest_rllm.telemetry.nvml import gpu_names_and_driver
+
+    names = [b"NVIDIA H200", b"NVIDIA H200", b"NVIDIA A100-SXM4-80GB"]
+    fake = SimpleNamespace(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: len(names),
+        nvmlDeviceGetHandleByIndex=lambda i: i, nvmlDeviceGetName=lambda h: names[h],
+        nvmlSystemGetDriverVersion=lambda: "570.86.15",
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert gpu_names_and_driver() == (["NVIDIA H200", "NVIDIA H200"], "570.86.15")
+    assert gpu_names_and_driver([2]) == (["NVIDIA A100-SXM4-80GB"], "570.86.15")
+
+    def no_driver() -> None:
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    monkeypatch.setitem(sys.modules, "pynvml", SimpleNamespace(nvmlInit=no_driver))
+    assert gpu_names_and_driver() == ([], None)
