@@ -91,11 +91,18 @@ def compare_command(args: argparse.Namespace) -> int:
             "compare reports of the same configurations and workloads")
     if not comparison.rows:
         raise UsageError(f"none of the metrics {', '.join(metrics)} is in both reports; choose others with --metric")
+    from pytest_rllm.report.values import engine_identities
+
+    engines = {"reference": engine_identities(reference), "candidate": engine_identities(candidate)}
     if args.json:
-        data = {"reference": args.reference, "candidate": args.candidate, **comparison.to_dict()}
+        data = {"reference": args.reference, "candidate": args.candidate, "engines": engines, **comparison.to_dict()}
         print(json.dumps(data, indent=1, sort_keys=True, allow_nan=False, default=str))
     else:
-        print(f"reference: {args.reference}\ncandidate: {args.candidate}\n")
+        for role, path in (("reference", args.reference), ("candidate", args.candidate)):
+            # Which engine each side ran, where the report recorded it: the first suspect for any change.
+            texts = "; ".join(e["text"] for e in engines[role])
+            print(f"{role}: {path}" + (f" ({texts})" if texts else ""))
+        print()
         print(format_ab_table(comparison.rows))
         print()
         for name in comparison.only_reference:

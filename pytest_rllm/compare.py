@@ -493,10 +493,15 @@ def format_table(checks: Iterable[MetricCheck], *, only_failed: bool = False) ->
     return "\n".join(lines)
 
 
-def failure_message(checks: list[MetricCheck], path: str, *, notes: Iterable[str] = ()) -> str:
-    """The text pytest.fail shows: a headline, the table, notes, and (last) the update flag."""
+def failure_message(checks: list[MetricCheck], path: str, *, notes: Iterable[str] = (), engine_change: str = "") -> str:
+    """The text pytest.fail shows: a headline, the table, notes, and (last) the update flag.
+
+    `engine_change` ("baseline recorded on vllm 0.31.0, this run used vllm 0.32.0") goes on the
+    headline: a new engine release is the first suspect for every metric that moved.
+    """
     failed = [c for c in checks if c.failed]
-    lines = [f"rllm baseline check failed: {len(failed)} of {len(checks)} metrics differ from {path}", ""]
+    cause = f"{engine_change}: " if engine_change else ""
+    lines = [f"rllm baseline check failed: {cause}{len(failed)} of {len(checks)} metrics differ from {path}", ""]
     lines.append(format_table(checks))
     lines.extend(["", *notes] if notes else [])
     lines.append("")

@@ -34,8 +34,8 @@ def _lower_slug(text: str) -> str:
     return text or "unknown"
 
 
-def cpu_hardware_key(cpuinfo: str, machine: str | None = None) -> str:
-    """The CPU key from /proc/cpuinfo text: cpu-<model-slug>-<best isa>."""
+def _parse_cpuinfo(cpuinfo: str) -> tuple[str, set[str]]:
+    """(model name, flags) of the first processor in /proc/cpuinfo text; "" and {} where absent."""
     model = ""
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
@@ -45,6 +45,18 @@ def cpu_hardware_key(cpuinfo: str, machine: str | None = None) -> str:
             model = value.strip()
         elif not flags and name in ("flags", "features"):
             flags = set(value.split())
+    return model, flags
+
+
+def cpu_model_name(cpuinfo: str, machine: str | None = None) -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ("Intel(R) Xeon(R) Platinum 8480+"), else the platform's."""
+    model, _ = _parse_cpuinfo(cpuinfo)
+    return " ".join(model.split()) or platform.processor() or machine or platform.machine() or "unknown"
+
+
+def cpu_hardware_key(cpuinfo: str, machine: str | None = None) -> str:
+    """The CPU key from /proc/cpuinfo text: cpu-<model-slug>-<best isa>."""
+    model, flags = _parse_cpuinfo(cpuinfo)
     if not model:
         model = platform.processor() or machine or platform.machine() or "unknown"
     isa = next((label for label, names in _ISA_FLAGS if any(n in flags for n in names)), None)

@@ -114,15 +114,15 @@ def _install_sigterm_handler() -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    from pytest_rllm.engines.platform import engine_version_text
-
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None:
         return []
     if settings.endpoint:
-        engine = f"endpoint {settings.endpoint}"
+        engine = f"endpoint {settings.endpoint}"  # its version is known once it answered: the rllm section says it
     else:
-        engine = f"{settings.engine} ({engine_version_text()})"
+        from pytest_rllm.engines.identity import local_identity
+
+        engine = f"{settings.engine} ({local_identity().text})"
     model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
     return [
         f"rllm: model={model} engine={engine} hardware={hardware_key(settings)}",
@@ -240,20 +240,31 @@ def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -
             rllm_baseline.check({"e2e_p50_over_baseline": 0.9}, tolerances={"e2e_p50_over_baseline": "50%"})
     """
     from pytest_rllm.baselines import baseline_check_for
-    from pytest_rllm.engines.platform import vllm_distribution
 
-    if rllm_settings.endpoint:
-        engine_info = {"name": "external endpoint"}
-    else:
-        dist = vllm_distribution()
-        engine_info = {"name": dist[0], "version": dist[1]} if dist else {"name": "vllm not installed"}
+    config = request.config
     return baseline_check_for(
         request,
         rllm_settings,
         hardware_key=hardware_key(rllm_settings),
         model=rllm_settings.model,
-        engine_info=engine_info,
+        # Read when the check runs: by then the test's runs have started the engine (an endpoint's version is known).
+        engine_info=lambda: engine_identity(config, rllm_settings).to_dict(),
     )
+
+
+def engine_identity(config: pytest.Config, settings: RllmSettings) -> Any:
+    """The EngineIdentity baselines record: what the session's baseline engine reported, else what is installed.
+
+    An external server's version is known only once it answered; before that, and
+    without a session, the local installation (or "unknown", for an endpoint) stands in.
+    """
+    from pytest_rllm.engines.identity import endpoint_identity, identity_of, local_identity
+
+    state = state_of(config)
+    infos = getattr(getattr(state, "session", None), "engine_infos", None) or {}
+    if "identity" in (infos.get("baseline") or {}):
+        return identity_of(infos["baseline"])
+    return endpoint_identity() if settings.endpoint else local_identity()
 
 
 # --------------------------------------------------------------------------- results: collect, merge, report
@@ -332,7 +343,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _report_meta(config: pytest.Config, settings: RllmSettings) -> dict[str, Any]:
     from pytest_rllm.engines.platform import engine_version_text
 
-    # No host name, URL credentials or API key: reports may be shared.
+    # No host name, URL credentials or API key: reports may be shared. Each run's
+    # engine identity is in the run; the reports list the distinct ones (report/values.engine_identities).
     return {
         "model": settings.model,
         "engine": "endpoint" if settings.endpoint else f"{settings.engine} ({engine_version_text()})",

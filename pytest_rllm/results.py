@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pytest_rllm.engines.identity import EngineIdentity, identity_of
 from pytest_rllm.records import RequestRecord
 
 Timeline = list[tuple[float, float]]
@@ -136,13 +137,14 @@ class EngineInfo:
     block_size: int | None = None
     num_gpu_blocks: int | None = None
     cache_dtype: str | None = None
+    identity: EngineIdentity = field(default_factory=EngineIdentity)  # version, commit, torch, device, driver
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineInfo:
         spec = data.get("spec") or {}
         cache = data.get("cache_config") or {}
         return cls(
-            kind=str(data.get("kind", "")), engine=str(data.get("engine", "")),
+            kind=str(data.get("kind", "")), engine=str(data.get("engine", "")), identity=identity_of(data),
             preset=str(data.get("preset", spec.get("preset", ""))), model=str(spec.get("model", data.get("model", ""))),
             engine_args=dict(spec.get("engine_args") or {}), block_size=_int(cache.get("block_size")),
             num_gpu_blocks=_int(cache.get("num_gpu_blocks")), cache_dtype=cache.get("cache_dtype"),

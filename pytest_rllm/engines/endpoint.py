@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 from pytest_rllm.engines.base import EngineDied, EngineStartError
+from pytest_rllm.engines.identity import EngineIdentity, endpoint_identity
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.telemetry.prometheus import MetricsScraper, ScrapedMetrics
 
@@ -64,9 +65,11 @@ class ExternalEndpoint(ScrapedMetrics):
         self.server_info = {"models": models}
         try:
             status, body = self._get("/version", timeout=5)
-            if status == 200:
-                self.server_info["version"] = json.loads(body).get("version")
-        except (urllib.error.URLError, OSError, ValueError):
+            # vLLM answers {"version": "0.32.0"}; other servers may answer 404, or something else.
+            version = json.loads(body).get("version") if status == 200 else None
+            if isinstance(version, (str, int, float)) and str(version).strip():
+                self.server_info["version"] = str(version).strip()
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
             pass
 
     def stop(self) -> None:
@@ -85,11 +88,16 @@ class ExternalEndpoint(ScrapedMetrics):
             return None
         return body.decode("utf-8", "replace") if status == 200 else None
 
+    def identity(self) -> EngineIdentity:
+        """What an external server tells: the version its GET /version reports; the rest is unknown."""
+        return endpoint_identity(self.server_info.get("version"))
+
     def info(self) -> dict[str, Any]:
         version = self.server_info.get("version")
         return {
             "kind": "endpoint",
             "engine": f"external server{' ' + version if version else ''}",
+            "identity": self.identity().to_dict(),
             "preset": self.spec.preset,
             "model": self.served_model,
             "url": self.base_url,

@@ -33,6 +33,7 @@ from typing import Any
 from pytest_rllm.client import SamplingOptions
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, is_unsupported
+from pytest_rllm.engines.identity import EngineIdentity, local_identity, with_module_commit
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.reasoning import ThinkSplitter, split_thinking
 from pytest_rllm.records import Item, RequestRecord
@@ -202,10 +203,17 @@ class InProcessEngine:
         except Exception:
             return None
 
+    def identity(self) -> EngineIdentity:
+        """The installed vLLM; vllm is imported here already, so its module may name the commit the files did not."""
+        import sys
+
+        return with_module_commit(local_identity(), sys.modules.get("vllm"))
+
     def info(self) -> dict[str, Any]:
         return {
             "kind": "inprocess",
             "engine": platform.engine_version_text(),
+            "identity": self.identity().to_dict(),
             "preset": self.spec.preset,
             "model": self.spec.model,
             "startup_seconds": self.startup_seconds,

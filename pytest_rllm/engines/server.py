@@ -22,6 +22,7 @@ from typing import Any
 
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, engine_reason, is_unsupported
+from pytest_rllm.engines.identity import EngineIdentity, local_identity
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.telemetry.prometheus import MetricsScraper, ScrapedMetrics
 
@@ -244,10 +245,20 @@ class VllmServer(ScrapedMetrics):
         except (urllib.error.URLError, OSError):
             return None
 
+    def identity(self) -> EngineIdentity:
+        """The installed vLLM the server runs, on the GPUs its environment gives it."""
+        visible = (self._env or {}).get("CUDA_VISIBLE_DEVICES")
+        try:
+            ids = tuple(int(x) for x in visible.split(",") if x.strip()) if visible else None
+        except ValueError:  # GPU UUIDs: the visible GPUs, as NVML numbers them
+            ids = None
+        return local_identity(ids)
+
     def info(self) -> dict[str, Any]:
         return {
             "kind": "server",
             "engine": platform.engine_version_text(),
+            "identity": self.identity().to_dict(),
             "preset": self.spec.preset,
             "model": self.spec.model,
             "reasoning_parser": self.reasoning_parser,

@@ -1,6 +1,6 @@
 """The HTML report: one self-contained file (inline CSS and SVG, no script, no CDN, no network).
 
-Sections: findings, configurations, baseline checks, then the plots (plots.py,
+Sections: findings, engines, configurations, baseline checks, then the plots (plots.py,
 drawn with matplotlib, the `html` extra). Without matplotlib the page still has
 every table, and says in place of the plots that they need
 `pip install 'pytest-rllm[html]'`; write_html_report also warns.
@@ -18,7 +18,7 @@ from pytest_rllm.baselines import atomic_write_text
 from pytest_rllm.report.plots import (
     INSTALL_HINT, plot_accuracy, plot_kv_timeline, plot_latency_cdf, plot_length_histogram, plotting_available, run_colors,
 )
-from pytest_rllm.report.values import accuracy_text, fmt as _fmt, pct as _pct, run_name
+from pytest_rllm.report.values import accuracy_text, engine_identities, fmt as _fmt, pct as _pct, run_name
 
 PLOTS_MISSING = f"No plots: drawing them needs matplotlib, which is not installed ({INSTALL_HINT})."
 
@@ -67,6 +67,20 @@ def _overview_table(runs: Sequence[Mapping[str, Any]]) -> str:
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>") if rows else "<p>No run.</p>"
 
 
+def _engines_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    groups = engine_identities(runs)
+    if not groups:
+        return "<p>No run recorded its engine.</p>"
+    head = ["engine", "version", "commit", "torch", "device", "driver", "configurations"]
+    rows = []
+    for g in groups:
+        ident = g["identity"]
+        cells = [ident.get("name"), ident.get("version"), ident.get("commit"), ident.get("torch"), ident.get("device"),
+                 ident.get("driver") or "- (CPU)", ", ".join(g["runs"])]
+        rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+
+
 def _findings_table(findings: Sequence[Mapping[str, Any]]) -> str:
     if not findings:
         return "<p>No finding was checked in this session.</p>"
@@ -89,10 +103,11 @@ def _checks_table(checks: Sequence[Mapping[str, Any]]) -> str:
         action = c.get("action", "compared")
         status = "failed" if c.get("failed") else "flagged" if c.get("flagged") else "passed" if action == "compared" else action
         notable = [m for m in c.get("metrics") or [] if m.get("status") != "pass" or m.get("updated")]
-        detail = "\n".join(
+        change = [str(c["engine_change"])] if c.get("engine_change") and status in ("failed", "flagged") else []
+        detail = "\n".join(change + [
             f"{m.get('metric')}: {m.get('status')} baseline={_fmt(m.get('baseline'), '{:.6g}')} "
             f"obtained={m.get('obtained_text') or '-'} allowed={m.get('allowed', '-')}" for m in notable
-        ) or f"{len(c.get('metrics') or [])} metrics within tolerance"
+        ]) or f"{len(c.get('metrics') or [])} metrics within tolerance"
         if c.get("action") in ("no-baseline", "unreadable"):
             detail = (c.get("message") or "").split("\n")[0]
         rows.append(f"<tr><td>{_esc(c.get('nodeid', ''))}<br><small>{_esc(c.get('path', ''))}</small></td>"
@@ -129,6 +144,7 @@ def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str,
         "<h1>pytest-rllm: reasoning-LLM serving report</h1>",
         f'<div class="meta">{meta_line}</div>',
         "<h2>Findings</h2>", _findings_table(findings),
+        "<h2>Engines</h2>", _engines_table(runs),
         "<h2>Configurations</h2>", _overview_table(runs),
         "<h2>Baseline checks</h2>", _checks_table(checks),
         *(_plot_sections(runs) if plotting_available() else ["<h2>Plots</h2>", f'<p class="note">{_esc(PLOTS_MISSING)}</p>']),

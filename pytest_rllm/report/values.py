@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # Where each latency ends; they all start when the request was sent.
 _LATENCY_END = {"ttft": "t_first_token", "ttfvt": "t_first_visible", "e2e": "t_done"}
@@ -56,3 +56,20 @@ def latency(record: Mapping[str, Any], name: str) -> float | None:
 def latencies(run: Mapping[str, Any], name: str) -> list[float]:
     """The run's `name` latencies (ttft, ttfvt or e2e) of completed requests, ascending."""
     return sorted(v for r in run.get("records") or [] if is_ok(r) for v in [latency(r, name)] if v is not None)
+
+
+def engine_identities(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct engine identity among the runs, first-seen order: {"identity", "text", "runs"}.
+
+    A run recorded before identities existed gives what its "engine" text says; one with neither is left out.
+    """
+    from pytest_rllm.engines.identity import identity_of
+
+    groups: dict[Any, dict[str, Any]] = {}
+    for run in runs:
+        identity = identity_of(run.get("engine"))
+        if not identity.known:
+            continue
+        group = groups.setdefault(identity, {"identity": identity.to_dict(), "text": identity.text, "runs": []})
+        group["runs"].append(run_name(run))
+    return list(groups.values())

@@ -60,3 +60,33 @@ def _visible_ids(count: int) -> list[int]:
         except ValueError:
             pass  # UUIDs: fall back to all devices
     return list(range(count))
+
+
+def gpu_names_and_driver(gpu_ids: list[int] | None = None) -> tuple[list[str], str | None]:
+    """(names of the engine's GPUs, driver version) from NVML; ([], None) without a driver or GPU.
+
+    `gpu_ids`: the GPUs the engine was given; default the visible ones (CUDA_VISIBLE_DEVICES).
+    """
+    try:
+        import pynvml  # type: ignore[import-not-found]
+
+        pynvml.nvmlInit()
+    except Exception:  # no package, no driver, no GPU
+        return [], None
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        ids = gpu_ids if gpu_ids is not None else _visible_ids(count)
+        names = []
+        for i in ids:
+            if i < count:
+                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                names.append(name.decode() if isinstance(name, bytes) else str(name))
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        return names, (driver.decode() if isinstance(driver, bytes) else str(driver)) if names else None
+    except Exception:
+        return [], None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
