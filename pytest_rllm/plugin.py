@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,9 +27,11 @@ SETTINGS_KEY = pytest.StashKey[RllmSettings]()
 def _validator(option: Any) -> Any:
     """argparse type= hook: validate the text now (before anything starts), keep the text."""
 
+    parse = option.cli_parse or option.parse
+
     def check(text: str) -> str:
         try:
-            option.parse(text)
+            parse(text)
         except SettingError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         return text
@@ -121,14 +123,37 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     if settings.endpoint:
         engine = f"endpoint {settings.endpoint}"
+        model = _endpoint_model_text(settings)
     else:
         engine = f"{settings.engine} ({engine_version_text()})"
-    model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
+        model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
     return [
         f"rllm: model={model} engine={engine} hardware={hardware_key(settings)}",
         f"rllm: optimizations={','.join(settings.optimizations)} dataset={','.join(settings.dataset)} "
         f"arrival={settings.arrival} max_tokens={settings.max_tokens} seed={settings.seed}",
     ]
+
+
+def _endpoint_model_text(settings: RllmSettings) -> str:
+    """The header's model in endpoint mode: the name the server serves, asked of it (GET /v1/models)."""
+    from pytest_rllm.engines.base import EngineStartError
+    from pytest_rllm.engines.endpoint import served_model_ids
+
+    wanted = settings.served_model_wanted
+    key = os.environ.get(settings.api_key_env) if settings.api_key_env else None  # never printed
+    try:
+        served = served_model_ids(settings.endpoint or "", api_key=key, timeout=3.0)
+    except EngineStartError:
+        # The first run says why, with the fix; the header only must not guess a model.
+        return f"{wanted} (not checked: the endpoint did not answer)" if wanted else \
+            "the endpoint's first served model (not known: the endpoint did not answer)"
+    if not served:
+        return f"{wanted} (the endpoint serves no model)" if wanted else "none (the endpoint serves no model)"
+    if wanted is None:
+        return f"{served[0]} (the endpoint's first served model)"
+    if wanted not in served:
+        return f"{wanted} (NOT served by the endpoint, which serves {', '.join(served)})"
+    return f"{wanted} (served by the endpoint)"
 
 
 def hardware_key(settings: RllmSettings) -> str:
@@ -242,8 +267,11 @@ def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -
     from pytest_rllm.baselines import baseline_check_for
     from pytest_rllm.engines.platform import vllm_distribution
 
+    model: Any = rllm_settings.model
     if rllm_settings.endpoint:
         engine_info = {"name": "external endpoint"}
+        # Keyed by the name the server serves, known once it was asked: resolved at the first check.
+        model = _served_model_of(request.getfixturevalue("rllm_session"))
     else:
         dist = vllm_distribution()
         engine_info = {"name": dist[0], "version": dist[1]} if dist else {"name": "vllm not installed"}
@@ -251,9 +279,33 @@ def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -
         request,
         rllm_settings,
         hardware_key=hardware_key(rllm_settings),
-        model=rllm_settings.model,
+        model=model,
         engine_info=engine_info,
     )
+
+
+def _served_model_of(session: Any) -> Callable[[], str]:
+    """Endpoint mode: a callable giving the model the endpoint serves to this session.
+
+    The session's endpoint engine knows it once started (GET /v1/models); if no run
+    started it yet, it is started now (for an endpoint that is that one request).
+    """
+
+    def resolve() -> str:
+        __tracebackhide__ = True
+        from pytest_rllm.session import RunFailed, RunUnavailable
+
+        for info in session.engine_infos.values():
+            if info.get("kind") == "endpoint" and info.get("model"):
+                return str(info["model"])
+        try:
+            return str(session.engine("baseline").served_model)
+        except RunUnavailable as exc:
+            pytest.skip(str(exc))
+        except RunFailed as exc:
+            pytest.fail(f"the baseline's model is the one the endpoint serves, which is not known: {exc}", pytrace=False)
+
+    return resolve
 
 
 # --------------------------------------------------------------------------- results: collect, merge, report
@@ -319,7 +371,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not (runs or checks or findings):
         return
-    meta = _report_meta(config, settings)
+    meta = _report_meta(config, settings, runs)
     from pytest_rllm.report.html import write_html_report
     from pytest_rllm.report.jsonio import write_json_report
 
@@ -329,12 +381,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         write_html_report(Path(settings.html), runs, checks, meta, findings)
 
 
-def _report_meta(config: pytest.Config, settings: RllmSettings) -> dict[str, Any]:
+def _report_meta(config: pytest.Config, settings: RllmSettings, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from pytest_rllm.engines.platform import engine_version_text
 
+    model = settings.model
+    if settings.endpoint:
+        # The name the server served, as its runs recorded it (GET /v1/models).
+        model = next((str(r["engine"]["model"]) for r in runs or () if (r.get("engine") or {}).get("model")), model)
     # No host name, URL credentials or API key: reports may be shared.
     return {
-        "model": settings.model,
+        "model": model,
         "engine": "endpoint" if settings.endpoint else f"{settings.engine} ({engine_version_text()})",
         "hardware": hardware_key(settings),
         "dataset": ",".join(settings.dataset),
