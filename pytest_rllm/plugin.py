@@ -301,9 +301,14 @@ def _served_model_of(session: Any) -> Callable[[], str]:
         try:
             return str(session.engine("baseline").served_model)
         except RunUnavailable as exc:
-            pytest.skip(str(exc))
+            skip, failure = str(exc), None
         except RunFailed as exc:
-            pytest.fail(f"the baseline's model is the one the endpoint serves, which is not known: {exc}", pytrace=False)
+            skip, failure = None, str(exc)
+        # Outside the except clauses: the message is the whole story, no chained traceback.
+        if skip is not None:
+            pytest.skip(skip)
+        pytest.fail(f"rllm_baseline: baselines are stored under the model the endpoint serves, "
+                    f"and the endpoint could not say which: {failure}", pytrace=False)
 
     return resolve
 
