@@ -1,7 +1,8 @@
 """Stored baselines: where they live, what a file holds, and the check behind `rllm_baseline`.
 
 Layout: ``<root>/<hardware-key>/<model-slug>/<suite module>/<test id>.json``
-(``<test id>--<name>.json`` for a named check). One file per test: its metrics,
+(``<test id>--<name>.json`` for a named check); with --rllm-endpoint the model is
+the name the server serves, never the embedded model. One file per test: its metrics,
 each with value, tolerance, better direction, sample size and interval, plus
 the engine and the configuration the values were measured with.
 
@@ -312,7 +313,7 @@ class BaselineCheck:
         store: BaselineStore,
         *,
         hardware_key: str,
-        model: str,
+        model: str | Callable[[], str],
         module: str,
         test_id: str,
         nodeid: str = "",
@@ -327,7 +328,7 @@ class BaselineCheck:
             raise ValueError(f"update must be 'none', 'changed' or 'all', got {update!r}")
         self.store = store
         self.hardware_key = hardware_key
-        self.model = model
+        self._model = model
         self.module = module
         self.test_id = test_id
         self.nodeid = nodeid or f"{module}::{test_id}"
@@ -346,6 +347,21 @@ class BaselineCheck:
         """The engine header this check records and compares: EngineIdentity.to_dict() as the plugin gives it."""
         source = self._engine() if callable(self._engine) else self._engine
         return dict(source or {})
+
+    @property
+    def model(self) -> str:
+        """The model part of the baseline path; a callable is asked once, at the first check.
+
+        An endpoint's model is known only once the server was asked (GET /v1/models),
+        so the fixture passes a callable and the check resolves it when it needs a path.
+        """
+        if callable(self._model):
+            self._model = self._model()
+        return self._model
+
+    @model.setter
+    def model(self, value: str | Callable[[], str]) -> None:
+        self._model = value
 
     def path(self, name: str | None = None) -> Path:
         return self.store.path_for(
@@ -581,7 +597,8 @@ def configuration_of(settings: Any) -> dict[str, Any]:
     return {k: data[k] for k in CONFIGURATION_KEYS if k in data}
 
 
-def baseline_check_for(request: Any, settings: Any, *, hardware_key: str, model: str, engine_info: EngineHeader) -> BaselineCheck:
+def baseline_check_for(request: Any, settings: Any, *, hardware_key: str, model: str | Callable[[], str],
+                       engine_info: EngineHeader) -> BaselineCheck:
     """The BaselineCheck for the requesting test (what the plugin's `rllm_baseline` fixture returns)."""
     nodeid = request.node.nodeid
     module, test_id = _module_and_test_id(nodeid)

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,9 +27,11 @@ SETTINGS_KEY = pytest.StashKey[RllmSettings]()
 def _validator(option: Any) -> Any:
     """argparse type= hook: validate the text now (before anything starts), keep the text."""
 
+    parse = option.cli_parse or option.parse
+
     def check(text: str) -> str:
         try:
-            option.parse(text)
+            parse(text)
         except SettingError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         return text
@@ -119,16 +121,39 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     if settings.endpoint:
         engine = f"endpoint {settings.endpoint}"  # its version is known once it answered: the rllm section says it
+        model = _endpoint_model_text(settings)
     else:
         from pytest_rllm.engines.identity import local_identity
 
         engine = f"{settings.engine} ({local_identity().text})"
-    model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
+        model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
     return [
         f"rllm: model={model} engine={engine} hardware={hardware_key(settings)}",
         f"rllm: optimizations={','.join(settings.optimizations)} dataset={','.join(settings.dataset)} "
         f"arrival={settings.arrival} max_tokens={settings.max_tokens} seed={settings.seed}",
     ]
+
+
+def _endpoint_model_text(settings: RllmSettings) -> str:
+    """The header's model in endpoint mode: the name the server serves, asked of it (GET /v1/models)."""
+    from pytest_rllm.engines.base import EngineStartError
+    from pytest_rllm.engines.endpoint import served_model_ids
+
+    wanted = settings.served_model_wanted
+    key = os.environ.get(settings.api_key_env) if settings.api_key_env else None  # never printed
+    try:
+        served = served_model_ids(settings.endpoint or "", api_key=key, timeout=3.0)
+    except EngineStartError:
+        # The first run says why, with the fix; the header only must not guess a model.
+        return f"{wanted} (not checked: the endpoint did not answer)" if wanted else \
+            "the endpoint's first served model (not known: the endpoint did not answer)"
+    if not served:
+        return f"{wanted} (the endpoint serves no model)" if wanted else "none (the endpoint serves no model)"
+    if wanted is None:
+        return f"{served[0]} (the endpoint's first served model)"
+    if wanted not in served:
+        return f"{wanted} (NOT served by the endpoint, which serves {', '.join(served)})"
+    return f"{wanted} (served by the endpoint)"
 
 
 def hardware_key(settings: RllmSettings) -> str:
@@ -242,11 +267,15 @@ def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -
     from pytest_rllm.baselines import baseline_check_for
 
     config = request.config
+    model: Any = rllm_settings.model
+    if rllm_settings.endpoint:
+        # Keyed by the name the server serves, known once it was asked: resolved at the first check.
+        model = _served_model_of(request.getfixturevalue("rllm_session"))
     return baseline_check_for(
         request,
         rllm_settings,
         hardware_key=hardware_key(rllm_settings),
-        model=rllm_settings.model,
+        model=model,
         # Read when the check runs: by then the test's runs have started the engine (an endpoint's version is known).
         engine_info=lambda: engine_identity(config, rllm_settings).to_dict(),
     )
@@ -265,6 +294,35 @@ def engine_identity(config: pytest.Config, settings: RllmSettings) -> Any:
     if "identity" in (infos.get("baseline") or {}):
         return identity_of(infos["baseline"])
     return endpoint_identity() if settings.endpoint else local_identity()
+
+
+def _served_model_of(session: Any) -> Callable[[], str]:
+    """Endpoint mode: a callable giving the model the endpoint serves to this session.
+
+    The session's endpoint engine knows it once started (GET /v1/models); if no run
+    started it yet, it is started now (for an endpoint that is that one request).
+    """
+
+    def resolve() -> str:
+        __tracebackhide__ = True
+        from pytest_rllm.session import RunFailed, RunUnavailable
+
+        for info in session.engine_infos.values():
+            if info.get("kind") == "endpoint" and info.get("model"):
+                return str(info["model"])
+        try:
+            return str(session.engine("baseline").served_model)
+        except RunUnavailable as exc:
+            skip, failure = str(exc), None
+        except RunFailed as exc:
+            skip, failure = None, str(exc)
+        # Outside the except clauses: the message is the whole story, no chained traceback.
+        if skip is not None:
+            pytest.skip(skip)
+        pytest.fail(f"rllm_baseline: baselines are stored under the model the endpoint serves, "
+                    f"and the endpoint could not say which: {failure}", pytrace=False)
+
+    return resolve
 
 
 # --------------------------------------------------------------------------- results: collect, merge, report
@@ -330,7 +388,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not (runs or checks or findings):
         return
-    meta = _report_meta(config, settings)
+    meta = _report_meta(config, settings, runs)
     from pytest_rllm.report.html import write_html_report
     from pytest_rllm.report.jsonio import write_json_report
 
@@ -340,13 +398,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         write_html_report(Path(settings.html), runs, checks, meta, findings)
 
 
-def _report_meta(config: pytest.Config, settings: RllmSettings) -> dict[str, Any]:
+def _report_meta(config: pytest.Config, settings: RllmSettings, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from pytest_rllm.engines.platform import engine_version_text
 
+    model = settings.model
+    if settings.endpoint:
+        # The name the server served, as its runs recorded it (GET /v1/models).
+        model = next((str(r["engine"]["model"]) for r in runs or () if (r.get("engine") or {}).get("model")), model)
     # No host name, URL credentials or API key: reports may be shared. Each run's
     # engine identity is in the run; the reports list the distinct ones (report/values.engine_identities).
     return {
-        "model": settings.model,
+        "model": model,
         "engine": "endpoint" if settings.endpoint else f"{settings.engine} ({engine_version_text()})",
         "hardware": hardware_key(settings),
         "dataset": ",".join(settings.dataset),

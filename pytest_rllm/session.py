@@ -232,8 +232,8 @@ class RllmSession:
                 )
             from pytest_rllm.engines.endpoint import ExternalEndpoint
 
-            model = None if settings.uses_embedded_model else settings.model
-            return ExternalEndpoint(spec, settings.endpoint, api_key=self.api_key(), model=model)
+            # --rllm-model names what the server serves; None: the first id of its /v1/models.
+            return ExternalEndpoint(spec, settings.endpoint, api_key=self.api_key(), model=settings.served_model_wanted)
         if settings.engine == "inprocess":
             from pytest_rllm.engines.inprocess import InProcessEngine
 

@@ -162,6 +162,20 @@ def parse_model(text: str) -> str:
     return value
 
 
+def parse_served_model(text: str) -> str:
+    """With --rllm-endpoint: the name the server serves, any text (vLLM's --served-model-name, SGLang's model path).
+
+    Never looked up as a local folder: the model lives on the server.
+    """
+    value = str(text).strip()
+    if not value:
+        raise SettingError(
+            "expected the model name the endpoint serves (one of the ids of its GET /v1/models), "
+            "or leave the option out to use the first one"
+        )
+    return value
+
+
 def parse_key_values(text: str | list[str], *, what: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for part in _split_list(text):
@@ -299,6 +313,9 @@ class Option:
     metavar: str | None = None
     repeatable: bool = False  # CLI may be given several times; ini is a line list
     flag_value: str | None = None  # value when the CLI flag is given without one
+    # What the command line checks as it parses, when that differs from `parse`: a check
+    # that depends on another option (see RllmSettings.from_values) waits for from_values.
+    cli_parse: Callable[[Any], Any] | None = None
 
     @property
     def cli(self) -> str:
@@ -310,7 +327,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", parse_model, EMBEDDED_MODEL, "Model to serve: a local folder, a hub id, or 'pocket' (the embedded reasoning model).", "PATH_OR_ID"),
+    Option("model", parse_model, EMBEDDED_MODEL, "Model to serve: a local folder, a hub id, or 'pocket' (the embedded reasoning model). With --rllm-endpoint: the name the server serves (default: the first id of its /v1/models).", "PATH_OR_ID", cli_parse=parse_served_model),
     Option("engine", parse_engine, "server", "How the harness starts vLLM: 'server' (OpenAI API server subprocess) or 'inprocess' (vLLM's engine API).", "server|inprocess"),
     Option("endpoint", parse_endpoint, None, "Test an already running OpenAI-compatible server (vLLM, SGLang, ...) at this URL; nothing is started.", "URL"),
     Option("api_key_env", parse_env_name, None, "Name of the environment variable that holds the endpoint's API key (the key itself is never printed or stored).", "NAME"),
@@ -397,16 +414,22 @@ class RllmSettings:
     def from_values(cls, raw: dict[str, Any]) -> RllmSettings:
         """Parse raw option texts (as CLI or ini give them); unknown names are an error."""
         values: dict[str, Any] = {}
+        # With an endpoint, --rllm-model is the name the server serves: any text, and
+        # by default "" (the first id of its GET /v1/models), never the embedded model.
+        endpoint_mode = raw.get("endpoint") is not None
         for name, text in raw.items():
             option = OPTIONS_BY_NAME.get(name)
             if option is None:
                 raise SettingError(f"unknown rllm option {name!r}")
             if text is None or (option.repeatable and not text):
                 continue
+            parse = parse_served_model if name == "model" and endpoint_mode else option.parse
             try:
-                values[name] = _frozen(option.parse(text))
+                values[name] = _frozen(parse(text))
             except SettingError as exc:
                 raise SettingError(f"{option.cli} / {option.ini}: {exc}") from None
+        if endpoint_mode:
+            values.setdefault("model", "")
         return cls(**values)
 
     def replace(self, **changes: Any) -> RllmSettings:
@@ -415,6 +438,11 @@ class RllmSettings:
     @property
     def uses_embedded_model(self) -> bool:
         return self.model == EMBEDDED_MODEL
+
+    @property
+    def served_model_wanted(self) -> str | None:
+        """Endpoint mode: the model asked of the server (--rllm-model); None: the first id it serves."""
+        return (self.model or None) if self.endpoint else None
 
     def slo_seconds(self) -> dict[str, float]:
         return dict(self.slo)

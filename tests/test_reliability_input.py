@@ -28,14 +28,17 @@ class ScriptedEndpoint:
 
     chat(n, body) -> None streams a normal answer (reasoning, then content, then
     usage); an int answers with that HTTP status instead. `models` is "openai"
-    or "html" (a web page where an API should be). With `api_key`, every route
-    answers 401 unless the request carries "Authorization: Bearer <key>".
+    or "html" (a web page where an API should be); `served` are the ids that GET
+    /v1/models lists, in order. With `api_key`, every route answers 401 unless the
+    request carries "Authorization: Bearer <key>". /metrics is not served (404).
     """
 
     def __init__(self, *, chat: Callable[[int, dict], int | None] | None = None, models: str = "openai",
-                 api_key: str | None = None, tokens: int = 6, itl: float = 0.0) -> None:
+                 api_key: str | None = None, tokens: int = 6, itl: float = 0.0,
+                 served: tuple[str, ...] = (MODEL,)) -> None:
         self.chat_script = chat or (lambda n, body: None)
         self.models = models
+        self.served = tuple(served)
         self.api_key = api_key
         self.tokens = tokens
         self.itl = itl
@@ -87,7 +90,7 @@ class ScriptedEndpoint:
     async def _models(self, request: web.Request) -> web.Response:
         if self.models == "html":
             return web.Response(text="<!doctype html><html><body><h1>Welcome</h1></body></html>", content_type="text/html")
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.served]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -99,7 +102,7 @@ class ScriptedEndpoint:
         await resp.prepare(request)
 
         async def event(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> None:
-            chunk: dict = {"object": "chat.completion.chunk", "model": MODEL,
+            chunk: dict = {"object": "chat.completion.chunk", "model": body.get("model", MODEL),
                            "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]}
             if usage:
                 chunk["usage"] = usage
