@@ -140,6 +140,21 @@ class RllmSession:
         assert outcome.result is not None
         return outcome.result
 
+    def measure(self, label: str, workload: str = "main", *, trials: int | None = None) -> RunResult:
+        """A fresh run of `workload` on configuration `label` (its engine started if needed), never cached.
+
+        For comparing runs of one engine with each other: before and after a
+        change to the host, or trials interleaved with another engine's
+        (trials=1 each, combined with results.combine_trials). `trials`
+        defaults to --rllm-trials.
+        """
+        engine = self.engine(label)
+        outcome = self._run_workload(engine, label, WORKLOADS[workload], trials=trials)
+        if outcome.failure:
+            raise RunFailed(outcome.failure)
+        assert outcome.result is not None
+        return outcome.result
+
     def engine(self, label: str = "baseline") -> Any:
         """The running engine of a configuration (started if needed), e.g. to point lm-eval at it."""
         failed = self.engine_failures.get(label)
@@ -314,14 +329,14 @@ class RllmSession:
             items = datasets.with_shared_prefix(items, datasets.shared_prefix(examples=SHARED_PREFIX_EXAMPLES, seed=self.settings.seed))
         return datasets.expand_repeats(items, self.settings.repeats)
 
-    def _run_workload(self, engine: Any, label: str, workload: Workload) -> _Outcome:
+    def _run_workload(self, engine: Any, label: str, workload: Workload, *, trials: int | None = None) -> _Outcome:
         """--rllm-trials runs of `workload`, after the engine's warm-up batch; one result, its summary over the trials."""
         # Engines we start pay first-batch costs in their first run (vLLM 0.31.0 on CPU: 30 s);
         # a running endpoint is warm already, unless trials are to be compared with each other.
         if self._warmed is not engine and (not self.settings.endpoint or self.settings.trials > 1):
             self._warm_up(engine, label, workload)
         trials = []
-        for index in range(self.settings.trials):
+        for index in range(trials or self.settings.trials):
             outcome = self._run_once(engine, label, workload, trial=index)
             trials.append(outcome)
             if outcome.failure:

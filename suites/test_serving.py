@@ -22,7 +22,7 @@ def test_serving_metrics_match_baseline(preset_run, rllm_baseline, rllm_settings
     if rllm_settings.update_baselines == "none" and not rllm_baseline.path().exists():
         # Absolute numbers only compare with numbers measured on the same hardware class.
         pytest.skip(f"no serving baseline recorded on {rllm_baseline.hardware_key}; record one with {UPDATE_FLAG}")
-    tolerances = serving_tolerances(rllm_baseline.hardware_key)
+    tolerances = serving_tolerances(rllm_baseline.hardware_key, rllm_settings.trials)
     metrics = serving_metrics(preset_run)
     rllm_baseline.check(metrics, tolerances={k: v for k, v in tolerances.items() if v is not None and k in metrics},
                         host_noise=host_noise(preset_run))

@@ -1,0 +1,91 @@
+"""The regression gate on real vLLM: an engine made uniformly slower fails it, with the metric named; the unchanged one passes.
+
+One server, one session shape: record the serving baseline from --rllm-trials=3
+runs, check three more unchanged runs against it, then cap the engine's
+processes at CPU_CAP cores with a cgroup (the harness keeps the whole machine)
+and check three more. The serving gate is the code suites/test_serving.py runs:
+serving_metrics, serving_tolerances and host_noise, judged by BaselineCheck.
+
+Cross-session repeats of the same (record in one pytest session, check in
+others) are in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cpu_cap import CpuCap
+from pytest_rllm.baselines import BaselineCheck, BaselineStore
+from pytest_rllm.checks.serving import host_noise, serving_metrics, serving_tolerances
+from pytest_rllm.hardware import detect_hardware_key
+from pytest_rllm.session import RllmSession
+from pytest_rllm.settings import RllmSettings
+
+pytestmark = pytest.mark.engine
+
+# Two cores unchanged; 1.25 cores' worth made the embedded model's runs 1.4-1.6x
+# slower on the 2-core hosts (RESULTS.md): the slowdown the issue asks the gate to catch.
+CPU_CAP = 1.25
+
+
+def gate(root, update: str = "none") -> BaselineCheck:
+    return BaselineCheck(BaselineStore(root), hardware_key=detect_hardware_key(), model="pocket",
+                         module="gate", test_id="baseline", update=update)
+
+
+def check(root, run, update: str = "none"):
+    key = detect_hardware_key()
+    metrics = serving_metrics(run)
+    tolerances = {k: v for k, v in serving_tolerances(key, run.summary().get("trials", 1)).items() if v is not None and k in metrics}
+    return gate(root, update).check(metrics, tolerances=tolerances, host_noise=host_noise(run))
+
+
+def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):
+    problem = CpuCap.unavailable()
+    if problem:
+        pytest.skip(f"cannot slow the engine here: {problem}")
+    settings = RllmSettings.from_values({"trials": "3", "optimizations": "baseline"})
+    session = RllmSession(settings)
+    try:
+        recorded = session.run("baseline", "main")
+        noise = host_noise(recorded)
+        if noise:
+            pytest.skip(f"the baseline would be recorded on a busy host: {noise}")
+        check(tmp_path, recorded, update="changed")
+
+        unchanged = session.measure("baseline", "main")
+        outcome = check(tmp_path, unchanged)  # pytest.fail here: the gate failed an unchanged engine
+        assert not outcome.failed
+
+        engine = session.engine("baseline")
+        pgid = engine.proc.pid
+        with CpuCap(CPU_CAP) as cap:
+            for pid in _group(pgid):
+                cap.add(pid)
+            assert cap.members(), "no engine process went into the cgroup"
+            slowed = session.measure("baseline", "main")
+        ratio = unchanged.summary()["output_throughput"] / slowed.summary()["output_throughput"]
+        print(f"capped at {CPU_CAP} cores: output throughput x1/{ratio:.2f}")
+        noise = host_noise(slowed)
+        if noise:
+            pytest.skip(f"the capped run met a busy host, so the gate may only call it inconclusive: {noise}")
+        with pytest.raises(pytest.fail.Exception) as failed:
+            check(tmp_path, slowed)
+        message = str(failed.value)
+        assert "output_throughput" in message and "| fail" in message, message
+    finally:
+        session.close()
+
+
+def _group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
