@@ -484,6 +484,10 @@ class BaselineCheck:
             for c in checks:
                 if c.status in ("nan", "inconclusive"):
                     continue  # a NaN stays a failure; a speed measured on a busy host is not worth keeping
+                if host_noise and family_of(c.metric).name in HOST_SPEED_FAMILIES:
+                    # A baseline recorded on a busy host would pass every slower engine after it.
+                    c.note = f"not recorded: {host_noise}; record on a quiet host"
+                    continue
                 if c.status == "missing" and self.update == "changed":
                     # "changed" only adds and replaces entries, so parallel workers that
                     # merge into one file never delete (or fail on) each other's entries;

@@ -1,9 +1,9 @@
 """The regression gate on real vLLM: an engine made uniformly slower fails it, with the metric named; the unchanged one passes.
 
-One server, one session shape: record the serving baseline from --rllm-trials=3
-runs, check three more unchanged runs against it, then cap the engine's
+One server, one session shape: record the serving baseline from --rllm-trials=7
+runs (what a 2-core host needs for the 1.25x band), check seven more unchanged runs against it, then cap the engine's
 processes at CPU_CAP cores with a cgroup (the harness keeps the whole machine)
-and check three more. The serving gate is the code suites/test_serving.py runs:
+and check seven more. The serving gate is the code suites/test_serving.py runs:
 serving_metrics, serving_tolerances and host_noise, judged by BaselineCheck.
 
 Cross-session repeats of the same (record in one pytest session, check in
@@ -18,16 +18,16 @@ import pytest
 
 from cpu_cap import CpuCap
 from pytest_rllm.baselines import BaselineCheck, BaselineStore
-from pytest_rllm.checks.serving import host_noise, serving_metrics, serving_tolerances
+from pytest_rllm.checks.serving import TRIALS_FOR_TIGHT, host_noise, serving_metrics, serving_tolerances
 from pytest_rllm.hardware import detect_hardware_key
 from pytest_rllm.session import RllmSession
 from pytest_rllm.settings import RllmSettings
 
 pytestmark = pytest.mark.engine
 
-# Two cores unchanged; 1.25 cores' worth made the embedded model's runs 1.4-1.6x
-# slower on the 2-core hosts (RESULTS.md): the slowdown the issue asks the gate to catch.
-CPU_CAP = 1.25
+# Two cores unchanged; a cap of 1.4 cores makes the embedded model's runs about 1.5x slower
+# on the 2-core hosts (1.25 cores: 1.6x, 1.6 cores: 1.3x; RESULTS.md), the slowdown the gate must catch.
+CPU_CAP = 1.4
 
 
 def gate(root, update: str = "none") -> BaselineCheck:
@@ -46,7 +46,7 @@ def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):
     problem = CpuCap.unavailable()
     if problem:
         pytest.skip(f"cannot slow the engine here: {problem}")
-    settings = RllmSettings.from_values({"trials": "3", "optimizations": "baseline"})
+    settings = RllmSettings.from_values({"trials": str(TRIALS_FOR_TIGHT), "optimizations": "baseline"})
     session = RllmSession(settings)
     try:
         recorded = session.run("baseline", "main")
