@@ -383,7 +383,7 @@ class BaselineCheck:
         *,
         tolerances: Mapping[str, str | Tolerance] | None = None,
         name: str | None = None,
-        host_noise: str | None = None,
+        speed_noise: str | None = None,
     ) -> CheckOutcome:
         """Compare metrics with the stored baseline; pytest.fail with a table when they differ.
 
@@ -394,8 +394,8 @@ class BaselineCheck:
             METRICS = {"tail_share": "25pt", "makespan_over_median_e2e": "50%"}
             rllm_baseline.check(baseline_run.summary(), METRICS)
 
-        `host_noise` says why this run's absolute speed proves nothing (the host
-        was busy with other work): a speed metric that would fail is then
+        `speed_noise` says why this run's absolute speed proves nothing (a busy
+        host, a batch held open by a runaway request; checks/serving.py): a speed metric that would fail is then
         "inconclusive", flagged but not failing, and never recorded.
 
         Without it every entry of `data` is a metric, `tolerances` giving any tolerance:
@@ -474,19 +474,19 @@ class BaselineCheck:
             pytest.fail(message)
 
         checks = compare(stored_metrics, obtained, tols, betters)
-        if host_noise:
+        if speed_noise:
             for c in checks:
                 if c.status == "fail" and family_of(c.metric).name in HOST_SPEED_FAMILIES:
-                    c.status, c.note = "inconclusive", host_noise
+                    c.status, c.note = "inconclusive", speed_noise
         to_set: dict[str, dict[str, Any]] = {}
         to_remove: list[str] = []
         if self.update != "none":
             for c in checks:
                 if c.status in ("nan", "inconclusive"):
                     continue  # a NaN stays a failure; a speed measured on a busy host is not worth keeping
-                if host_noise and family_of(c.metric).name in HOST_SPEED_FAMILIES:
-                    # A baseline recorded on a busy host would pass every slower engine after it.
-                    c.note = f"not recorded: {host_noise}; record on a quiet host"
+                if speed_noise and family_of(c.metric).name in HOST_SPEED_FAMILIES:
+                    # A baseline recorded on a busy host, or from a held-open batch, would pass every slower engine after it.
+                    c.note = f"not recorded: {speed_noise}"
                     continue
                 if c.status == "missing" and self.update == "changed":
                     # "changed" only adds and replaces entries, so parallel workers that

@@ -36,9 +36,9 @@ The comparison rule (``compare_metric``):
   tolerance the intervals just have to overlap (default 0): two 95 % intervals
   that do not overlap is already a difference significant at about p < 0.01.
 * "inconclusive": an absolute speed metric (the throughput and seconds
-  families) that would fail, measured while the host was busy with other work
-  (BaselineCheck.check's `host_noise`): a busy host slows every engine, so the
-  run cannot prove a regression. Reported and flagged, never failing, never
+  families) that would fail, measured on a run whose speed proves nothing
+  (BaselineCheck.check's `speed_noise`: a busy host slows every engine, a
+  runaway request holds a batch open), so it cannot prove a regression. Reported and flagged, never failing, never
   recorded by an update.
 * NaN / infinite obtained value -> "nan"; a metric in the baseline that the
   test no longer produces -> "missing"; a metric the test produces that the

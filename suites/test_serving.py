@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rllm.checks.serving import host_noise, serving_metrics, serving_tolerances
+from pytest_rllm.checks.serving import speed_noise, serving_metrics, serving_tolerances
 from pytest_rllm.compare import UPDATE_FLAG
 
 CONFIGURATIONS = ["baseline", "quant-int8", "quant-fp8", "quant-awq", "quant-gptq", "spec-ngram", "spec-draft",
@@ -25,4 +25,4 @@ def test_serving_metrics_match_baseline(preset_run, rllm_baseline, rllm_settings
     tolerances = serving_tolerances(rllm_baseline.hardware_key, rllm_settings.trials)
     metrics = serving_metrics(preset_run)
     rllm_baseline.check(metrics, tolerances={k: v for k, v in tolerances.items() if v is not None and k in metrics},
-                        host_noise=host_noise(preset_run))
+                        speed_noise=speed_noise(preset_run))

@@ -4,7 +4,7 @@ One server, one session shape: record the serving baseline from --rllm-trials=7
 runs (what a 2-core host needs for the 1.25x band), check seven more unchanged runs against it, then cap the engine's
 processes at CPU_CAP cores with a cgroup (the harness keeps the whole machine)
 and check seven more. The serving gate is the code suites/test_serving.py runs:
-serving_metrics, serving_tolerances and host_noise, judged by BaselineCheck.
+serving_metrics, serving_tolerances and speed_noise, judged by BaselineCheck.
 
 Cross-session repeats of the same (record in one pytest session, check in
 others) are in benchmarks/RESULTS.md.
@@ -18,7 +18,7 @@ import pytest
 
 from cpu_cap import CpuCap
 from pytest_rllm.baselines import BaselineCheck, BaselineStore
-from pytest_rllm.checks.serving import TRIALS_FOR_TIGHT, host_noise, serving_metrics, serving_tolerances
+from pytest_rllm.checks.serving import TRIALS_FOR_TIGHT, speed_noise, serving_metrics, serving_tolerances
 from pytest_rllm.hardware import detect_hardware_key
 from pytest_rllm.session import RllmSession
 from pytest_rllm.settings import RllmSettings
@@ -39,7 +39,7 @@ def check(root, run, update: str = "none"):
     key = detect_hardware_key()
     metrics = serving_metrics(run)
     tolerances = {k: v for k, v in serving_tolerances(key, run.summary().get("trials", 1)).items() if v is not None and k in metrics}
-    return gate(root, update).check(metrics, tolerances=tolerances, host_noise=host_noise(run))
+    return gate(root, update).check(metrics, tolerances=tolerances, speed_noise=speed_noise(run))
 
 
 def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):
@@ -50,7 +50,7 @@ def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):
     session = RllmSession(settings)
     try:
         recorded = session.run("baseline", "main")
-        noise = host_noise(recorded)
+        noise = speed_noise(recorded)
         if noise:
             pytest.skip(f"the baseline would be recorded on a busy host: {noise}")
         check(tmp_path, recorded, update="changed")
@@ -68,7 +68,7 @@ def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):
             slowed = session.measure("baseline", "main")
         ratio = unchanged.summary()["output_throughput"] / slowed.summary()["output_throughput"]
         print(f"capped at {CPU_CAP} cores: output throughput x1/{ratio:.2f}")
-        noise = host_noise(slowed)
+        noise = speed_noise(slowed)
         if noise:
             pytest.skip(f"the capped run met a busy host, so the gate may only call it inconclusive: {noise}")
         with pytest.raises(pytest.fail.Exception) as failed:

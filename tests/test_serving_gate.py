@@ -16,7 +16,7 @@ from pytest_rllm.checks.serving import (
     HOST_BUSY_SHARE,
     SPEED_METRICS,
     hardware_class,
-    host_noise,
+    speed_noise,
     serving_metrics,
     serving_tolerances,
 )
@@ -150,13 +150,13 @@ def test_tolerances_follow_the_hardware_class():
     assert lows == sorted(lows) and lows[-1] == low
 
 
-def test_host_noise_names_the_busy_share_and_is_silent_on_a_quiet_or_unknown_host():
+def test_speed_noise_names_the_busy_share_and_is_silent_on_a_quiet_or_unknown_host():
     run = trial(0, 1.0, foreign=HOST_BUSY_SHARE + 0.2)
-    assert "other processes used 30% of the CPU" in host_noise(run)
-    assert host_noise(trial(0, 1.0, foreign=0.01)) is None
+    assert "other processes used 30% of the CPU" in speed_noise(run)
+    assert speed_noise(trial(0, 1.0, foreign=0.01)) is None
     unknown = trial(0, 1.0)
     unknown.host = {}
-    assert host_noise(unknown) is None
+    assert speed_noise(unknown) is None
 
 
 def test_serving_metrics_carry_trial_intervals_but_are_judged_by_the_median():
@@ -196,11 +196,11 @@ def test_a_uniformly_slower_engine_fails_although_its_interval_overlaps(tmp_path
 def test_a_slower_speed_on_a_busy_host_is_inconclusive_flagged_and_not_recorded(tmp_path):
     gate(tmp_path, update="changed").check(speeds(3000.0), tolerances=TOL)
     noise = "other processes used 40% of the CPU during the run (above 10%)"
-    outcome = gate(tmp_path).check(speeds(2000.0), tolerances=TOL, host_noise=noise)
+    outcome = gate(tmp_path).check(speeds(2000.0), tolerances=TOL, speed_noise=noise)
     c = {c.metric: c for c in outcome.checks}["output_throughput"]
     assert (c.status, c.note) == ("inconclusive", noise)
     assert not outcome.failed and outcome.flagged
-    updated = gate(tmp_path, update="changed").check(speeds(2000.0), tolerances=TOL, host_noise=noise)
+    updated = gate(tmp_path, update="changed").check(speeds(2000.0), tolerances=TOL, speed_noise=noise)
     assert not {c.metric: c for c in updated.checks}["output_throughput"].updated
     stored = BaselineStore(tmp_path).read(gate(tmp_path).path())
     assert stored["metrics"]["output_throughput"]["value"] == pytest.approx(3000.0)
@@ -209,12 +209,23 @@ def test_a_slower_speed_on_a_busy_host_is_inconclusive_flagged_and_not_recorded(
 def test_a_busy_host_does_not_excuse_lost_accuracy(tmp_path):
     gate(tmp_path, update="changed").check(speeds(3000.0, accuracy=0.9), tolerances=TOL)
     with pytest.raises(pytest.fail.Exception, match="accuracy"):
-        gate(tmp_path).check(speeds(3000.0, accuracy=0.3), tolerances=TOL, host_noise="busy")
+        gate(tmp_path).check(speeds(3000.0, accuracy=0.3), tolerances=TOL, speed_noise="busy")
 
 
 def test_speeds_measured_on_a_busy_host_are_not_recorded_and_say_why(tmp_path):
     noise = "other processes used 40% of the CPU during the run (above 10%)"
     with pytest.raises(pytest.fail.Exception, match="not recorded: other processes used 40%"):
-        gate(tmp_path, update="changed").check(speeds(3000.0), tolerances=TOL, host_noise=noise)
+        gate(tmp_path, update="changed").check(speeds(3000.0), tolerances=TOL, speed_noise=noise)
     stored = BaselineStore(tmp_path).read(gate(tmp_path).path())
     assert "output_throughput" not in stored["metrics"] and "accuracy" in stored["metrics"]
+
+
+def test_a_batch_held_open_by_a_runaway_request_is_speed_noise_unless_the_median_sees_past_it():
+    runaway = trial(0, 1.0)
+    runaway.records[0].finish_reason = "length"
+    assert "ran to the token budget" in speed_noise(runaway)
+    # One runaway trial of three: the median ignores it.
+    assert speed_noise(combine_trials([runaway, trial(1, 1.0), trial(2, 1.0)])) is None
+    two = trial(1, 1.0)
+    two.records[0].finish_reason = "length"
+    assert "2 of 3 trials" in speed_noise(combine_trials([runaway, two, trial(2, 1.0)]))
