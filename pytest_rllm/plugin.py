@@ -127,11 +127,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
         engine = f"{settings.engine} ({local_identity().text})"
         model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
-    return [
+    lines = [
         f"rllm: model={model} engine={engine} hardware={hardware_key(settings)}",
         f"rllm: optimizations={','.join(settings.optimizations)} dataset={','.join(settings.dataset)} "
         f"arrival={settings.arrival} max_tokens={settings.max_tokens} seed={settings.seed}",
     ]
+    if settings.has_candidate:
+        version = ""
+        if settings.candidate_python:
+            from pytest_rllm.settings import probe_python_vllm
+
+            found = probe_python_vllm(settings.candidate_python)  # cached: checked when the option was read
+            version = f" ({found[0]} {found[1]})" if isinstance(found, tuple) else ""
+        lines.append(f"rllm: candidate={settings.candidate_text()}{version} "
+                     f"optimizations={','.join(settings.candidate_optimizations)} engines={settings.candidate_engines}")
+    return lines
 
 
 def _endpoint_model_text(settings: RllmSettings) -> str:

@@ -85,7 +85,8 @@ class VllmServer(ScrapedMetrics):
 
     # -- lifecycle ---------------------------------------------------------
     def command(self) -> list[str]:
-        cmd = platform.server_command(self.spec.model, self.python)
+        cmd = platform.server_command(self.spec.model) if self.python is None else \
+            platform.server_command(self.spec.model, self.python)
         cmd += ["--host", HOST, "--port", str(self.port)]
         if self.reasoning_parser:
             cmd += ["--reasoning-parser", self.reasoning_parser]
