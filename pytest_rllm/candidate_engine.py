@@ -13,11 +13,14 @@ adjacent pair of trials is what the throughput and latency verdicts judge
 
 Both engines up at once, or one at a time (--rllm-candidate-engines):
 - ``both``: each engine starts once and idles while the other one runs a trial.
-  On a CPU host that saves an engine start per trial (~30-40 s on the project's
-  2-core machines), and an idle vLLM CPU server takes no CPU worth measuring from
-  the active one (measured: benchmarks/RESULTS.md, "Candidate engine"). Its CPU
-  still counts as foreign load in each run's ``host`` record; the comparison does
-  not read it, since interleaving cancels the host's load instead.
+  On a CPU host that saves an engine start per trial (~30-40 s). Measured
+  (benchmarks/RESULTS.md, "Candidate engine"): an idle vLLM CPU server takes
+  ~0.02 of a core, but for ~1 s after its last request it keeps a whole core
+  busy. Interleaved trials follow each other at once, so the active engine's
+  first second competed with it (foreign CPU share 10-17% in such trials, 0.4%
+  without a neighbour). :func:`wait_quiet` therefore waits, before each trial,
+  until the idle engine's process group is quiet. What the idle one still uses
+  counts as foreign load in each run's ``host`` record.
 - ``one``: the other side's engine is stopped before each trial, so each trial
   pays a start and a warm-up batch. Two engines on one GPU may not fit in its
   memory (each takes --gpu-memory-utilization of it, 0.9 by default).
@@ -131,20 +134,71 @@ class ABPair:
     keep_both: bool
     rows: list[Any] = field(default_factory=list)  # candidate.ABRow
     skipped: list[str] = field(default_factory=list)
+    settled: float = 0.0  # seconds spent waiting for the idle engine to go quiet (wait_quiet)
 
     def row(self, metric: str) -> Any:
         return next((r for r in self.rows if r.metric == metric), None)
 
 
+def group_cpu_seconds(pgid: int) -> float | None:
+    """utime + stime of the live processes of a process group, from /proc; None where /proc cannot tell."""
+    import os
+
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in proc_root.iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # after the state: ppid, pgrp
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / tick
+
+
+QUIET_CORES = 0.1  # an idle vLLM CPU server uses ~0.02 cores; one still spinning after a batch, ~1
+QUIET_WINDOW = 0.25
+QUIET_MAX_WAIT = 15.0
+
+
+def wait_quiet(session: Any, *, cores: float = QUIET_CORES, window: float = QUIET_WINDOW,
+               max_wait: float = QUIET_MAX_WAIT) -> float:
+    """Wait until the session's running engine (a server we started) uses under `cores` CPUs; the seconds waited.
+
+    Returns at once for an endpoint, an in-process engine or no engine. Gives up after `max_wait`.
+    """
+    import time
+
+    engine = getattr(session, "_engine", None)
+    proc = getattr(engine, "proc", None)
+    if proc is None or getattr(getattr(session, "settings", None), "endpoint", None):
+        return 0.0
+    t0 = time.perf_counter()
+    before = group_cpu_seconds(proc.pid)
+    while before is not None and time.perf_counter() - t0 < max_wait:
+        time.sleep(window)
+        after = group_cpu_seconds(proc.pid)
+        if after is None or after - before < cores * window:
+            break
+        before = after
+    return time.perf_counter() - t0
+
+
 def interleave(reference: _Session, candidate: _Session, label: str, workload: str = "main", *,
-               trials: int, keep_both: bool, repeats: int = 1) -> ABPair:
+               trials: int, keep_both: bool, repeats: int = 1, settle: Any = wait_quiet) -> ABPair:
     """`trials` runs on each engine, A B A B ..., each a fresh session.measure(label, workload, trials=1).
 
     Trial i of each side is numbered i (its records' repeats are offset by it, so
     both sides pair the same (item, repeat)), and each side's trials are combined
     into one run whose report lists its trials. keep_both=False stops the other
-    side's engine before each trial. The candidate's engine is stopped at the end:
-    the runs that follow must not share the host with an idle engine.
+    side's engine before each trial; keep_both=True waits, with `settle(other)`,
+    until the other side's engine is quiet. The candidate's engine is stopped at
+    the end: the runs that follow must not share the host with an idle engine.
     """
     from pytest_rllm.results import combine_trials
 
@@ -152,11 +206,14 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
     sides = (("reference", reference, candidate), ("candidate", candidate, reference))
     done: dict[str, list[Any]] = {"reference": [], "candidate": []}
     order: list[tuple[str, int]] = []
+    settled = 0.0
     try:
         for index in range(trials):
             for side, session, other in sides:
                 if not keep_both:
                     other.stop_engine()
+                else:
+                    settled += settle(other)
                 run = session.measure(label, workload, trials=1)
                 run.trial = index
                 done[side].append(run)
@@ -170,7 +227,7 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
         # The report lists the pair's runs once each, their trials inside them.
         session.runs = [r for r in session.runs if not any(r is t for t in done[side])] + [run]
         combined[side] = run
-    return ABPair(label, workload, combined["reference"], combined["candidate"], order, keep_both)
+    return ABPair(label, workload, combined["reference"], combined["candidate"], order, keep_both, settled=settled)
 
 
 # --------------------------------------------------------------------------- verdicts

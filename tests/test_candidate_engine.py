@@ -163,6 +163,43 @@ def test_trials_alternate_reference_and_candidate_at_least_three_each(trials):
     assert ref.runs == [pair.reference] and cand.runs == [pair.candidate]
 
 
+def test_with_both_up_each_trial_waits_for_the_other_engine_to_go_quiet():
+    calls: list = []
+    ref, cand = RecordingSession("A", calls), RecordingSession("B", calls)
+
+    def settle(other):
+        calls.append((other.name, "settle"))
+        return 0.5
+
+    pair = interleave(ref, cand, "baseline", trials=3, keep_both=True, settle=settle)
+    assert [c[0] + "-" + c[1] for c in calls if c[1] != "stop"] == ["B-settle", "A-measure", "A-settle", "B-measure"] * 3
+    assert pair.settled == pytest.approx(3.0)
+
+
+def test_wait_quiet_waits_for_a_busy_process_group_and_not_for_an_idle_one():
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from pytest_rllm.candidate_engine import wait_quiet
+
+    def session_of(code):
+        proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        return proc, SimpleNamespace(_engine=SimpleNamespace(proc=proc), settings=RllmSettings())
+
+    busy, busy_session = session_of("while True: pass")
+    idle, idle_session = session_of("import time; time.sleep(60)")
+    try:
+        time.sleep(0.3)
+        assert wait_quiet(busy_session, max_wait=1.0) >= 1.0
+        assert wait_quiet(idle_session, max_wait=5.0) < 1.0
+    finally:
+        for proc in (busy, idle):
+            proc.kill()
+            proc.wait()
+    assert wait_quiet(SimpleNamespace()) == 0.0
+
+
 def test_one_engine_at_a_time_stops_the_other_before_each_trial():
     calls: list = []
     interleave(RecordingSession("A", calls), RecordingSession("B", calls), "baseline", trials=3, keep_both=False)
