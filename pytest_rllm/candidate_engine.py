@@ -135,6 +135,7 @@ class ABPair:
     rows: list[Any] = field(default_factory=list)  # candidate.ABRow
     skipped: list[str] = field(default_factory=list)
     settled: float = 0.0  # seconds spent waiting for the idle engine to go quiet (wait_quiet)
+    redone: list[str] = field(default_factory=list)  # pairs measured again, and why (a busy host)
 
     def row(self, metric: str) -> Any:
         return next((r for r in self.rows if r.metric == metric), None)
@@ -190,14 +191,18 @@ def wait_quiet(session: Any, *, cores: float = QUIET_CORES, window: float = QUIE
 
 
 def interleave(reference: _Session, candidate: _Session, label: str, workload: str = "main", *,
-               trials: int, keep_both: bool, repeats: int = 1, settle: Any = wait_quiet) -> ABPair:
+               trials: int, keep_both: bool, repeats: int = 1, settle: Any = wait_quiet,
+               redo_busy: bool = True) -> ABPair:
     """`trials` runs on each engine, A B A B ..., each a fresh session.measure(label, workload, trials=1).
 
     Trial i of each side is numbered i (its records' repeats are offset by it, so
     both sides pair the same (item, repeat)), and each side's trials are combined
     into one run whose report lists its trials. keep_both=False stops the other
     side's engine before each trial; keep_both=True waits, with `settle(other)`,
-    until the other side's engine is quiet. The candidate's engine is stopped at
+    until the other side's engine is quiet. A pair during which other processes
+    used the host (checks.serving.host_noise: foreign CPU above 10%, steal above
+    5%) is measured again, at most `trials` times in all (redo_busy); the pairs
+    dropped are named in ABPair.redone. The candidate's engine is stopped at
     the end: the runs that follow must not share the host with an idle engine.
     """
     from pytest_rllm.results import combine_trials
@@ -206,9 +211,13 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
     sides = (("reference", reference, candidate), ("candidate", candidate, reference))
     done: dict[str, list[Any]] = {"reference": [], "candidate": []}
     order: list[tuple[str, int]] = []
+    redone: list[str] = []
     settled = 0.0
+    extra = trials if redo_busy else 0  # pairs that may be measured again
     try:
-        for index in range(trials):
+        while len(done["reference"]) < trials:
+            index = len(done["reference"])
+            measured = {}
             for side, session, other in sides:
                 if not keep_both:
                     other.stop_engine()
@@ -216,8 +225,18 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
                     settled += settle(other)
                 run = session.measure(label, workload, trials=1)
                 run.trial = index
-                done[side].append(run)
+                measured[side] = run
                 order.append((side, index))
+            noise = [f"{side}: {why}" for side, run in measured.items() if (why := _host_noise(run))]
+            if noise and extra > 0:
+                # Something else used the machine during this pair: measure the pair again.
+                extra -= 1
+                redone.append(f"pair {index}: " + "; ".join(noise))
+                for side, session, _ in sides:
+                    session.runs = [r for r in session.runs if r is not measured[side]]
+                continue
+            for side in done:
+                done[side].append(measured[side])
     finally:
         candidate.stop_engine()
     combined = {}
@@ -227,7 +246,14 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
         # The report lists the pair's runs once each, their trials inside them.
         session.runs = [r for r in session.runs if not any(r is t for t in done[side])] + [run]
         combined[side] = run
-    return ABPair(label, workload, combined["reference"], combined["candidate"], order, keep_both, settled=settled)
+    return ABPair(label, workload, combined["reference"], combined["candidate"], order, keep_both, settled=settled,
+                  redone=redone)
+
+
+def _host_noise(run: Any) -> str | None:
+    from pytest_rllm.checks.serving import host_noise
+
+    return host_noise(run)
 
 
 # --------------------------------------------------------------------------- verdicts

@@ -161,7 +161,8 @@ def rllm_ab(rllm_candidate: Any, request: pytest.FixtureRequest) -> Any:
             known = {(r.get("run"), r.get("metric")) for k, r in request.node.user_properties if k == AB_PROPERTY}
             request.node.user_properties.extend(
                 (AB_PROPERTY, {**row.to_dict(), "reference_engine": reference, "candidate_engine": candidate,
-                               "trials": len(pair.order) // 2, "engines_up": "both" if pair.keep_both else "one"})
+                               "trials": len(pair.reference.trials), "engines_up": "both" if pair.keep_both else "one",
+                               "redone": list(pair.redone)})
                 for row in pair.rows if (row.run, row.metric) not in known)
             return pair
         if skip is not None:

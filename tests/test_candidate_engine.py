@@ -131,10 +131,12 @@ class RecordingSession:
 
     def __init__(self, name: str, calls: list, slow: float = 1.0) -> None:
         self.name, self.calls, self.slow, self.runs = name, calls, slow, []
+        self.busy: list[float] = []  # foreign CPU shares of the next runs (default: a quiet host)
 
     def measure(self, label, workload="main", *, trials=None):
         self.calls.append((self.name, "measure", label, workload, trials))
         run = run_result(label, workload, n=20, slow=self.slow, seed=len(self.runs))
+        run.host = {"foreign_cpu_share": self.busy.pop(0) if self.busy else 0.01}
         self.runs.append(run)
         return run
 
@@ -198,6 +200,23 @@ def test_wait_quiet_waits_for_a_busy_process_group_and_not_for_an_idle_one():
             proc.kill()
             proc.wait()
     assert wait_quiet(SimpleNamespace()) == 0.0
+
+
+def test_a_pair_measured_on_a_busy_host_is_measured_again_within_a_budget():
+    calls: list = []
+    ref, cand = RecordingSession("A", calls), RecordingSession("B", calls)
+    cand.busy = [0.01, 0.35]  # the candidate's second trial shared the host
+    pair = interleave(ref, cand, "baseline", trials=3, keep_both=True, settle=lambda other: 0.0)
+    assert measures(calls) == ["A", "B"] * 4
+    assert [t.trial for t in pair.candidate.trials] == [0, 1, 2]
+    assert len(pair.redone) == 1 and pair.redone[0].startswith("pair 1: candidate: other processes used 35%")
+    assert ref.runs == [pair.reference] and cand.runs == [pair.candidate]  # the dropped pair is not reported
+
+    calls.clear()
+    ref, cand = RecordingSession("A", calls), RecordingSession("B", calls)
+    ref.busy = [0.5] * 20  # always busy: at most `trials` pairs again, then the interval tells
+    pair = interleave(ref, cand, "baseline", trials=3, keep_both=True, settle=lambda other: 0.0)
+    assert measures(calls) == ["A", "B"] * 6 and len(pair.redone) == 3 and len(pair.reference.trials) == 3
 
 
 def test_one_engine_at_a_time_stops_the_other_before_each_trial():

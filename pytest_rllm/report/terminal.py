@@ -88,6 +88,9 @@ def ab_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     first = rows[0]
     lines = [f"A/B: reference {first.get('reference_engine', '?')} | candidate {first.get('candidate_engine', '?')} "
              f"({first.get('trials', '?')} interleaved trials each, engines up: {first.get('engines_up', '?')})"]
+    redone = [text for r in rows for text in r.get("redone") or []]
+    for text in dict.fromkeys(redone):
+        lines.append(f"  measured again (a busy host): {text}")
     lines += format_ab_table([row_from_dict(r) for r in rows]).splitlines()
     counts = {v: sum(1 for r in rows if r.get("verdict") == v) for v in VERDICTS}
     lines.append("A/B verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".")
