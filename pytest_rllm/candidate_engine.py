@@ -14,13 +14,17 @@ adjacent pair of trials is what the throughput and latency verdicts judge
 Both engines up at once, or one at a time (--rllm-candidate-engines):
 - ``both``: each engine starts once and idles while the other one runs a trial.
   On a CPU host that saves an engine start per trial (~30-40 s). Measured
-  (benchmarks/RESULTS.md, "Candidate engine"): an idle vLLM CPU server takes
-  ~0.02 of a core, but for ~1 s after its last request it keeps a whole core
-  busy. Interleaved trials follow each other at once, so the active engine's
-  first second competed with it (foreign CPU share 10-17% in such trials, 0.4%
-  without a neighbour). :func:`wait_quiet` therefore waits, before each trial,
-  until the idle engine's process group is quiet. What the idle one still uses
-  counts as foreign load in each run's ``host`` record.
+  (benchmarks/idle_engine.py; benchmarks/RESULTS.md, "Candidate engine"): an
+  idle vLLM CPU server uses ~1% of a core, but for ~1 s after its last request
+  it keeps a whole core busy. Interleaved trials follow each other at once, so
+  the active engine's first second competed with it (foreign CPU 10-17% in such
+  trials, under 1% otherwise): :func:`wait_quiet` waits, before each trial, until
+  the idle engine is quiet. Beside a quiet idle server, output tok/s read x0.90
+  of running alone (geometric mean of 4 rounds, x0.82-x1.03: not resolved from
+  the host's swings). Both engines are up before the first trial, so every trial
+  of either side has the same idle neighbour and that cost cancels in the ratio;
+  the A/B runs' absolute figures are not for the serving baselines. What the
+  idle engine uses counts as foreign load in each run's ``host`` record.
 - ``one``: the other side's engine is stopped before each trial, so each trial
   pays a start and a warm-up batch. Two engines on one GPU may not fit in its
   memory (each takes --gpu-memory-utilization of it, 0.9 by default).
@@ -121,6 +125,8 @@ class _Session(Protocol):
 
     def stop_engine(self) -> None: ...
 
+    def engine(self, label: str = "baseline") -> Any: ...
+
 
 @dataclass
 class ABPair:
@@ -215,6 +221,11 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
     settled = 0.0
     extra = trials if redo_busy else 0  # pairs that may be measured again
     try:
+        if keep_both:
+            # Both up before the first trial: every trial of either side then has the other
+            # engine idle beside it (benchmarks/idle_engine.py), so what that costs cancels in the ratio.
+            candidate.engine(label)
+            reference.engine(label)
         while len(done["reference"]) < trials:
             index = len(done["reference"])
             measured = {}

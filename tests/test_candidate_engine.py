@@ -143,6 +143,9 @@ class RecordingSession:
     def stop_engine(self):
         self.calls.append((self.name, "stop"))
 
+    def engine(self, label="baseline"):
+        self.calls.append((self.name, "start", label))
+
 
 def measures(calls):
     return [c[0] for c in calls if c[1] == "measure"]
@@ -156,6 +159,7 @@ def test_trials_alternate_reference_and_candidate_at_least_three_each(trials):
     n = max(trials, MIN_TRIALS)
     assert measures(calls) == ["A", "B"] * n
     assert all(c[4] == 1 for c in calls if c[1] == "measure")  # one trial per call, each fresh
+    assert calls[:2] == [("B", "start", "baseline"), ("A", "start", "baseline")]  # both up before trial 0
     assert [c for c in calls if c[1] == "stop"] == [("B", "stop")]  # both stay up; the candidate stops at the end
     assert pair.order == [(side, i) for i in range(n) for side in ("reference", "candidate")]
     # Each side's trials are combined into one run named for its side, numbered 0..n-1 (repeats offset per trial).
@@ -174,7 +178,8 @@ def test_with_both_up_each_trial_waits_for_the_other_engine_to_go_quiet():
         return 0.5
 
     pair = interleave(ref, cand, "baseline", trials=3, keep_both=True, settle=settle)
-    assert [c[0] + "-" + c[1] for c in calls if c[1] != "stop"] == ["B-settle", "A-measure", "A-settle", "B-measure"] * 3
+    assert [c[0] + "-" + c[1] for c in calls if c[1] not in ("stop", "start")] == \
+        ["B-settle", "A-measure", "A-settle", "B-measure"] * 3
     assert pair.settled == pytest.approx(3.0)
 
 
