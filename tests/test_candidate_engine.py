@@ -398,3 +398,26 @@ def test_the_suite_skips_without_a_candidate_and_names_the_options(pytester):
     result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=9)
     assert NO_CANDIDATE in result.stdout.str().replace("\n", "")
+
+
+def test_measure_runs_the_trials_it_is_asked_for_not_the_sessions(monkeypatch):
+    """session.measure(trials=1) is one run even with --rllm-trials=5 (the interleaving relies on it).
+
+    The engine and the run are stand-ins: this counts calls, it measures nothing.
+    """
+    from pytest_rllm.session import RllmSession, _Outcome
+
+    session = RllmSession(RllmSettings.from_values({"trials": "5"}))
+    calls = []
+    monkeypatch.setattr(session, "engine", lambda label: "engine")
+    monkeypatch.setattr(session, "_warm_up", lambda *args: calls.append("warm-up"))
+
+    def run_once(engine, label, workload, *, trial=0):
+        calls.append(trial)
+        return _Outcome(result=run_result(label, workload.name, n=5))
+
+    monkeypatch.setattr(session, "_run_once", run_once)
+    session.measure("baseline", "main", trials=1)
+    assert calls == ["warm-up", 0]
+    session._warmed = "engine"
+    assert len(session.measure("baseline", "main").trials) == 5 and calls[2:] == [0, 1, 2, 3, 4]
