@@ -206,8 +206,8 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
     into one run whose report lists its trials. keep_both=False stops the other
     side's engine before each trial; keep_both=True waits, with `settle(other)`,
     until the other side's engine is quiet. A pair during which other processes
-    used the host (checks.serving.host_noise: foreign CPU above 10%, steal above
-    5%) is measured again, at most `trials` times in all (redo_busy); the pairs
+    used the host (foreign CPU above 10%, steal above 5%: the serving gate's
+    bounds) is measured again, at most `trials` times in all (redo_busy); the pairs
     dropped are named in ABPair.redone. The candidate's engine is stopped at
     the end: the runs that follow must not share the host with an idle engine.
     """
@@ -262,9 +262,16 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
 
 
 def _host_noise(run: Any) -> str | None:
-    from pytest_rllm.checks.serving import host_noise
+    """Why the host was busy during the run (the serving gate's bounds), or None when it was quiet or unknown."""
+    from pytest_rllm.checks.serving import HOST_BUSY_SHARE, HOST_STEAL_SHARE
 
-    return host_noise(run)
+    host = getattr(run, "host", None) or {}
+    foreign, steal = host.get("foreign_cpu_share"), host.get("steal_share")
+    if foreign is not None and foreign > HOST_BUSY_SHARE:
+        return f"other processes used {foreign:.0%} of the CPU during the run (above {HOST_BUSY_SHARE:.0%})"
+    if steal is not None and steal > HOST_STEAL_SHARE:
+        return f"the hypervisor stole {steal:.0%} of the CPU during the run (above {HOST_STEAL_SHARE:.0%})"
+    return None
 
 
 # --------------------------------------------------------------------------- verdicts
