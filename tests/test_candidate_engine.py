@@ -421,3 +421,32 @@ def test_measure_runs_the_trials_it_is_asked_for_not_the_sessions(monkeypatch):
     assert calls == ["warm-up", 0]
     session._warmed = "engine"
     assert len(session.measure("baseline", "main").trials) == 5 and calls[2:] == [0, 1, 2, 3, 4]
+
+
+def test_the_candidate_session_starts_the_other_python_with_the_same_model_and_flags(tmp_path):
+    """What would be started (nothing is): the candidate's python, the api_server module, the reference's model."""
+    from pytest_rllm.candidate_engine import make_candidate_session
+    from pytest_rllm.session import RllmSession
+
+    settings = RllmSettings.from_values({"candidate_python": sys.executable, "candidate_server_arg": ["--max-num-seqs=8"]})
+    reference = RllmSession(settings)
+    candidate = make_candidate_session(settings, reference=reference, log_dir=tmp_path)
+    server = candidate._make_engine(candidate.spec_for("baseline"), "baseline")
+    command = server.command()
+    assert command[:5] == [os.path.abspath(sys.executable), "-m", "vllm.entrypoints.openai.api_server", "--model",
+                           reference.model]
+    assert command[-1] == "--max-num-seqs=8" and "--reasoning-parser" in command
+    assert server.python == os.path.abspath(sys.executable)
+    ref_server = reference._make_engine(reference.spec_for("baseline"), "baseline")
+    assert "--max-num-seqs=8" not in ref_server.command()
+
+
+def test_the_candidate_endpoint_session_asks_for_its_served_model():
+    from pytest_rllm.candidate_engine import make_candidate_session
+    from pytest_rllm.engines.endpoint import ExternalEndpoint
+
+    settings = RllmSettings.from_values({"candidate_endpoint": "http://127.0.0.1:9", "candidate_model": "served-name"})
+    candidate = make_candidate_session(settings)
+    engine = candidate._make_engine(candidate.spec_for("baseline"), "baseline")
+    assert isinstance(engine, ExternalEndpoint)
+    assert (engine.base_url, engine.served_model) == ("http://127.0.0.1:9", "served-name")
