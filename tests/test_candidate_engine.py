@@ -224,6 +224,27 @@ def test_a_pair_measured_on_a_busy_host_is_measured_again_within_a_budget():
     assert measures(calls) == ["A", "B"] * 6 and len(pair.redone) == 3 and len(pair.reference.trials) == 3
 
 
+def test_a_pair_whose_batch_a_truncated_request_held_open_is_measured_again():
+    calls: list = []
+    ref, cand = RecordingSession("A", calls), RecordingSession("B", calls)
+    real_measure = ref.measure
+    count = [0]
+
+    def measure(label, workload="main", *, trials=None):
+        run = real_measure(label, workload, trials=trials)
+        count[0] += 1
+        if count[0] == 2:  # the second trial: its last request ran to the budget
+            last = max(run.records, key=lambda r: r.t_done)
+            last.finish_reason = "length"
+        return run
+
+    ref.measure = measure
+    pair = interleave(ref, cand, "baseline", trials=3, keep_both=True, settle=lambda other: 0.0)
+    assert measures(calls) == ["A", "B"] * 4
+    assert len(pair.redone) == 1 and "ran to max_tokens and held the batch open" in pair.redone[0]
+    assert not any(r.finish_reason == "length" for r in pair.reference.records)
+
+
 def test_one_engine_at_a_time_stops_the_other_before_each_trial():
     calls: list = []
     interleave(RecordingSession("A", calls), RecordingSession("B", calls), "baseline", trials=3, keep_both=False)
