@@ -80,6 +80,24 @@ class ABRow:
         return {k: _finite(v) if isinstance(v, float) else v for k, v in data.items()}
 
 
+def row_from_dict(data: Mapping[str, Any]) -> ABRow:
+    """An ABRow back from its to_dict() (a JSON report's "ab" rows, or a worker's user_properties); extra keys ignored."""
+    def number(value: Any, missing: float = math.nan) -> float:
+        found = _finite(value)
+        return missing if found is None else found
+
+    band = list(data.get("band") or [None, None]) + [None, None]
+    return ABRow(
+        run=str(data.get("run", "?")), metric=str(data.get("metric", "?")),
+        reference=number(data.get("reference")), candidate=number(data.get("candidate")),
+        kind=str(data.get("kind", "ratio")), effect=number(data.get("effect")),
+        low=_finite(data.get("low")), high=_finite(data.get("high")),
+        band=(number(band[0], -math.inf), number(band[1], math.inf)),
+        tolerance=str(data.get("tolerance", "")), better=str(data.get("better", "none")),
+        verdict=str(data.get("verdict", "inconclusive")), method=str(data.get("method", "")), note=str(data.get("note", "")),
+    )
+
+
 # --------------------------------------------------------------------------- verdict
 
 

@@ -132,3 +132,41 @@ def needs_of(item: pytest.Item, settings: Any) -> list[Pair]:
             add(needs(settings, params.get(name)))
     return pairs
 
+
+
+@pytest.fixture
+def rllm_ab(rllm_candidate: Any, request: pytest.FixtureRequest) -> Any:
+    """A preset's side-by-side comparison with the candidate engine (candidate_engine.ABPair), run once per session.
+
+        def test_faster(rllm_ab, rllm_finding):
+            rllm_finding.ab(rllm_ab("baseline").row("output_throughput"), "candidate throughput")
+
+    Its rows travel with the test's report (the A/B table of the terminal, JSON and HTML reports).
+    """
+    from pytest_rllm.properties import AB_PROPERTY
+    from pytest_rllm.session import RunFailed, RunUnavailable
+
+    def get(label: str = "baseline", workload: str = "main") -> Any:
+        __tracebackhide__ = True
+        try:
+            pair = rllm_candidate.pair(label, workload)
+        except RunUnavailable as exc:
+            skip, failure = str(exc), None
+        except RunFailed as exc:
+            skip, failure = None, str(exc)
+        else:
+            from pytest_rllm.candidate_engine import engine_texts
+
+            reference, candidate = engine_texts(pair)
+            known = {(r.get("run"), r.get("metric")) for k, r in request.node.user_properties if k == AB_PROPERTY}
+            request.node.user_properties.extend(
+                (AB_PROPERTY, {**row.to_dict(), "reference_engine": reference, "candidate_engine": candidate,
+                               "trials": len(pair.reference.trials), "engines_up": "both" if pair.keep_both else "one",
+                               "redone": list(pair.redone)})
+                for row in pair.rows if (row.run, row.metric) not in known)
+            return pair
+        if skip is not None:
+            pytest.skip(skip)
+        pytest.fail(f"the candidate comparison of {label} failed: {failure}", pytrace=False)
+
+    return get

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from pytest_rllm.fixtures import baseline_run, gamma_run, needs_of, preset_run, reference_run, rllm_finding  # noqa: F401
+from pytest_rllm.fixtures import baseline_run, gamma_run, needs_of, preset_run, reference_run, rllm_ab, rllm_finding  # noqa: F401
 from pytest_rllm.settings import OPTIONS, RllmSettings, SettingError
 
 from pytest_rllm.state import STATE_KEY, install, state_of  # noqa: F401  (STATE_KEY: public, for tests)
@@ -127,11 +127,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
         engine = f"{settings.engine} ({local_identity().text})"
         model = "pocket (embedded reasoning model)" if settings.uses_embedded_model else settings.model
-    return [
+    lines = [
         f"rllm: model={model} engine={engine} hardware={hardware_key(settings)}",
         f"rllm: optimizations={','.join(settings.optimizations)} dataset={','.join(settings.dataset)} "
         f"arrival={settings.arrival} max_tokens={settings.max_tokens} seed={settings.seed}",
     ]
+    if settings.has_candidate:
+        version = ""
+        if settings.candidate_python:
+            from pytest_rllm.settings import probe_python_vllm
+
+            found = probe_python_vllm(settings.candidate_python)  # cached: checked when the option was read
+            version = f" ({found[0]} {found[1]})" if isinstance(found, tuple) else ""
+        lines.append(f"rllm: candidate={settings.candidate_text()}{version} "
+                     f"optimizations={','.join(settings.candidate_optimizations)} engines={settings.candidate_engines}")
+    return lines
 
 
 def _endpoint_model_text(settings: RllmSettings) -> str:
@@ -228,6 +238,30 @@ def rllm_session(pytestconfig: pytest.Config, rllm_settings: RllmSettings, tmp_p
         yield session
     finally:
         session.close()
+
+
+@pytest.fixture(scope="session")
+def rllm_candidate(pytestconfig: pytest.Config, rllm_settings: RllmSettings, request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The candidate engine's comparisons (candidate_engine.CandidateComparisons); skips when no candidate is given.
+
+        def test_same_speed(rllm_candidate):
+            pair = rllm_candidate.pair("baseline")   # interleaved trials, A B A B ...
+    """
+    from pytest_rllm.settings import NO_CANDIDATE
+
+    if not rllm_settings.has_candidate:
+        pytest.skip(NO_CANDIDATE)
+    from pytest_rllm.candidate_engine import CandidateComparisons
+
+    rllm_session = request.getfixturevalue("rllm_session")  # the reference: the session every other suite reads
+    comparisons = CandidateComparisons(rllm_settings, rllm_session, log_dir=tmp_path_factory.mktemp("rllm-candidate-logs"),
+                                       gpu_ids=rllm_session.gpu_ids)
+    pytestconfig.stash[STATE_KEY].candidate = comparisons
+    try:
+        yield comparisons
+    finally:
+        comparisons.close()
 
 
 @pytest.fixture
@@ -350,7 +384,14 @@ def _local_runs(config: pytest.Config) -> tuple[list[dict[str, Any]], dict[str, 
     if session is None:
         return [], {}
     timings = vars(session.timings).copy()
-    return [run.to_dict() for run in session.runs], timings
+    runs = list(session.runs)
+    candidate = getattr(state, "candidate", None)
+    if candidate is not None:
+        # The candidate's runs are named <preset>@candidate/<workload>; its engine time joins the session's.
+        runs += candidate.session.runs
+        for name in ("engine_start", "generation", "engine_stop", "warm_up", "engines_started"):
+            timings[name] = timings.get(name, 0) + getattr(candidate.session.timings, name, 0)
+    return [run.to_dict() for run in runs], timings
 
 
 def _merge_worker_parts(runs: list[dict[str, Any]], timings: list[dict[str, Any]],
@@ -384,18 +425,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     state = config.stash[STATE_KEY]
     checks, findings = state.checks, state.findings_with_flags()
-    state.merged = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings}
+    ab = list(state.ab_rows)
+    state.merged = {"runs": runs, "checks": checks, "findings": findings, "timings": all_timings, "ab": ab}
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or not (runs or checks or findings):
+    if settings is None or not (runs or checks or findings or ab):
         return
     meta = _report_meta(config, settings, runs)
     from pytest_rllm.report.html import write_html_report
     from pytest_rllm.report.jsonio import write_json_report
 
     if settings.report:
-        write_json_report(Path(settings.report), runs, checks, {**meta, "findings": findings, "timings": all_timings})
+        write_json_report(Path(settings.report), runs, checks, {**meta, "findings": findings, "timings": all_timings}, ab=ab)
     if settings.html:
-        write_html_report(Path(settings.html), runs, checks, meta, findings)
+        write_html_report(Path(settings.html), runs, checks, meta, findings, ab=ab)
 
 
 def _report_meta(config: pytest.Config, settings: RllmSettings, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -423,13 +465,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     state = state_of(config)
     merged = state.merged if state is not None else None
-    if not merged or not (merged["runs"] or merged["checks"] or merged["findings"]):
+    if not merged or not (merged["runs"] or merged["checks"] or merged["findings"] or merged.get("ab")):
         return
-    from pytest_rllm.report.terminal import summary_lines
+    from pytest_rllm.report.terminal import ab_lines, summary_lines
 
     tr = terminalreporter
     tr.write_sep("=", "rllm")
     for line in summary_lines(merged["runs"], merged["checks"]):
+        tr.write_line(line)
+    for line in ab_lines(merged.get("ab") or []):
         tr.write_line(line)
     notable = [f for f in merged["findings"] if f["verdict"] != "holds"]
     held = sum(1 for f in merged["findings"] if f["verdict"] == "holds")

@@ -335,8 +335,9 @@ class RllmSession:
         # a running endpoint is warm already, unless trials are to be compared with each other.
         if self._warmed is not engine and (not self.settings.endpoint or self.settings.trials > 1):
             self._warm_up(engine, label, workload)
+        count = trials or self.settings.trials  # the list below reuses the name: read the count first
         trials = []
-        for index in range(trials or self.settings.trials):
+        for index in range(count):
             outcome = self._run_once(engine, label, workload, trial=index)
             trials.append(outcome)
             if outcome.failure:

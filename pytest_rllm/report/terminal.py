@@ -77,3 +77,21 @@ def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[st
         if counts.get("failed"):
             lines.append("If the new values are right: re-run with --rllm-update-baselines (or =all to rewrite every entry).")
     return lines
+
+
+def ab_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The candidate engine's A/B table: reference and candidate engines, then metric | reference | candidate | ratio [95% interval] | verdict."""
+    if not rows:
+        return []
+    from pytest_rllm.candidate import VERDICTS, format_ab_table, row_from_dict
+
+    first = rows[0]
+    lines = [f"A/B: reference {first.get('reference_engine', '?')} | candidate {first.get('candidate_engine', '?')} "
+             f"({first.get('trials', '?')} interleaved trials each, engines up: {first.get('engines_up', '?')})"]
+    redone = [text for r in rows for text in r.get("redone") or []]
+    for text in dict.fromkeys(redone):
+        lines.append(f"  measured again (a busy host): {text}")
+    lines += format_ab_table([row_from_dict(r) for r in rows]).splitlines()
+    counts = {v: sum(1 for r in rows if r.get("verdict") == v) for v in VERDICTS}
+    lines.append("A/B verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".")
+    return lines
