@@ -1,10 +1,13 @@
-"""The regression gate on real vLLM: an engine made uniformly slower fails it, with the metric named; the unchanged one passes.
+"""The regression gate on real vLLM, within one session: an engine made uniformly slower fails it, with the metric named; the unchanged one passes.
 
 One server, one session shape: record the serving baseline from --rllm-trials=7
 runs (what a 2-core host needs for the 1.25x band), check seven more unchanged runs against it, then cap the engine's
 processes at CPU_CAP cores with a cgroup (the harness keeps the whole machine)
 and check seven more. The serving gate is the code suites/test_serving.py runs:
-serving_metrics, serving_tolerances and speed_noise, judged by BaselineCheck.
+serving_metrics and speed_noise, judged by BaselineCheck, with the within-session band
+(WITHIN_SESSION_BAND) on throughput: across sessions the host's own drift (1.8x in an
+hour, benchmarks/RESULTS.md) is wider than the 1.5x slowdown, and suites/test_serving.py
+uses the cross-session band.
 
 Cross-session repeats of the same (record in one pytest session, check in
 others) are in benchmarks/RESULTS.md.
@@ -18,7 +21,7 @@ import pytest
 
 from cpu_cap import CpuCap
 from pytest_rllm.baselines import BaselineCheck, BaselineStore
-from pytest_rllm.checks.serving import TRIALS_FOR_TIGHT, speed_noise, serving_metrics, serving_tolerances
+from pytest_rllm.checks.serving import SPEED_METRICS, TRIALS_FOR_TIGHT, WITHIN_SESSION_BAND, speed_noise, serving_metrics
 from pytest_rllm.hardware import detect_hardware_key
 from pytest_rllm.session import RllmSession
 from pytest_rllm.settings import RllmSettings
@@ -36,10 +39,12 @@ def gate(root, update: str = "none") -> BaselineCheck:
 
 
 def check(root, run, update: str = "none"):
-    key = detect_hardware_key()
+    # Recorded and checked minutes apart on one engine: the within-session band,
+    # not the cross-session one (the host drifts 1.8x in an hour; checks/serving.py).
     metrics = serving_metrics(run)
-    tolerances = {k: v for k, v in serving_tolerances(key, run.summary().get("trials", 1)).items() if v is not None and k in metrics}
-    return gate(root, update).check(metrics, tolerances=tolerances, speed_noise=speed_noise(run))
+    tolerances = {k: WITHIN_SESSION_BAND for k in ("output_throughput", "request_throughput") if k in metrics}
+    data = {k: m for k, m in metrics.items() if k in tolerances or k not in SPEED_METRICS}
+    return gate(root, update).check(data, tolerances=tolerances, speed_noise=speed_noise(run))
 
 
 def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):

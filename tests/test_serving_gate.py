@@ -13,6 +13,7 @@ import pytest
 
 from pytest_rllm.baselines import BaselineCheck, BaselineStore
 from pytest_rllm.checks.serving import (
+    WITHIN_SESSION_BAND,
     HOST_BUSY_SHARE,
     SPEED_METRICS,
     hardware_class,
@@ -135,19 +136,19 @@ def test_snapshot_and_probe_read_this_machine():
 # --------------------------------------------------------------------------- the gate's verdicts
 
 
-def test_tolerances_follow_the_hardware_class():
+def test_tolerances_follow_the_hardware_class_and_the_trials():
     assert hardware_class("gpu-1xnvidia-h200").name == "gpu"
     assert hardware_class("cpu-amd-epyc-avx2").name == "cpu"
-    gpu, cpu = serving_tolerances("gpu-1xnvidia-h200", trials=3), serving_tolerances("cpu-intel-xeon-amx", trials=7)
-    # On a GPU a 10% throughput loss must fail; on the noisy 2-core CPU hosts a 1.5x one.
-    low, _ = parse_tolerance(gpu["output_throughput"]).window(100.0, slack=False)
-    assert low > 90.0
-    low, _ = parse_tolerance(cpu["output_throughput"]).window(100.0, slack=False)
-    assert 100.0 / 1.5 < low < 90.0
-    # One run's own noise must fit in a single-run tolerance: wider than the trials' one.
-    lows = [parse_tolerance(serving_tolerances("cpu-intel-xeon-amx", trials=n)["output_throughput"]).window(100.0, slack=False)[0]
-            for n in (1, 3, 7, 20)]
-    assert lows == sorted(lows) and lows[-1] == low
+    # On a GPU a 10% throughput loss must fail from 3 trials.
+    gpu = serving_tolerances("gpu-1xnvidia-h200", trials=3)
+    assert parse_tolerance(gpu["output_throughput"]).window(100.0, slack=False)[0] > 90.0
+    single = serving_tolerances("gpu-1xnvidia-h200", trials=1)
+    assert parse_tolerance(single["output_throughput"]).window(100.0, slack=False)[0] < 95.0
+    # On the 2-core CPU hosts a baseline from another session must survive the host's 1.8x drift.
+    cpu = serving_tolerances("cpu-intel-xeon-amx", trials=7)
+    assert parse_tolerance(cpu["output_throughput"]).window(100.0, slack=False)[0] <= 100.0 / 1.8
+    # Within one session the median of 7 trials is held to a band that a 1.5x slowdown leaves.
+    assert 100.0 / 1.5 < parse_tolerance(WITHIN_SESSION_BAND).window(100.0, slack=False)[0] < 100.0 / 1.22
 
 
 def test_speed_noise_names_the_busy_share_and_is_silent_on_a_quiet_or_unknown_host():

@@ -21,8 +21,11 @@ How a speed metric is judged (see benchmarks/RESULTS.md for the measurements):
   failed (speed_noise).
 * The tolerance depends on the hardware class (HARDWARE_CLASSES) and on the
   run's number of trials: each class says what run-to-run spread its steps
-  were chosen from. On a 2-core CPU host a single run's throughput resolves
-  2x, the median of three 1.5x, the median of seven 1.25x.
+  were chosen from. On the 2-core CPU hosts the host's own speed drifts 1.8x
+  within an hour, so a baseline from another session resolves 2x whatever
+  the trials; within one session the median of seven resolves 1.25x
+  (WITHIN_SESSION_BAND), and interleaved A/B trials (candidate_engine.py)
+  see past the drift.
 """
 
 from __future__ import annotations
@@ -65,18 +68,20 @@ def speed_kind(metric: str) -> str:
 
 HARDWARE_CLASSES = {
     # Measured on the project's 2-core x86 hosts, embedded model, unchanged vLLM
-    # 0.32.0, quiet host (benchmarks/RESULTS.md, 2026-12-03): 23 single
-    # 100-request runs read 2426-4256 tok/s, and one in eight more had a runaway
-    # request that held the batch open 20 s (about 500 tok/s). Resampling them,
-    # the median of 3 trials spreads 1.58x in throughput (1st-99th percentile),
-    # of 7 1.22x; TTFVT and E2E p50 1.15-1.17x of 7, TTFT and ITL p99 1.4-1.6x.
-    # So 7 trials resolve a 1.5x slowdown in throughput with a 1.25x band.
-    # Latencies get 50 ms on top: TTFT p50 is a quarter second here.
+    # 0.32.0, quiet host (benchmarks/RESULTS.md, 2026-12-03). Within minutes,
+    # 23 single 100-request runs read 2426-4256 tok/s (and one in eight more had
+    # a runaway request: ~500 tok/s); resampled, the median of 3 trials spreads
+    # 1.58x, the median of 7 1.22x. But the host itself drifts: medians of 7
+    # read 3300 tok/s at 12:10 and 1850-2300 at 13:15-13:25, 1.8x apart, and the
+    # single-core probe moved only 12% with it. A baseline is checked in another
+    # session, often hours later, so on these hosts the band is the drift: 2x.
+    # A 1.5x slowdown is resolved only within one session (WITHIN_SESSION_BAND)
+    # or by interleaving with a reference engine (--rllm-candidate-*).
     "cpu": HardwareClass("cpu", {
-        "throughput": ((7, "1.25x"), (3, "1.5x"), (1, "2x")),
-        "p50": ((7, "1.25x+0.05"), (3, "1.5x+0.05"), (1, "2x+0.05")),
-        "p99": ((7, "1.75x+0.05"), (3, "2x+0.05"), (1, "2.5x+0.05")),
-    }, "medians of 7 trials 1.22x apart in throughput, up to 1.63x in TTFT p99, on a quiet 2-core host"),
+        "throughput": ((1, "2x"),),
+        "p50": ((1, "2x+0.05"),),
+        "p99": ((7, "2.5x+0.05"), (1, "3x+0.05")),
+    }, "the host's speed drifted 1.8x within an hour (medians of 7 trials); within minutes medians of 7 spread 1.22x"),
     # Not measured by this project yet (no GPU lent): vLLM's own nightly gate
     # sees a few percent run to run on one GPU, and the gate must catch a 10%
     # throughput loss, so 5% from 3 trials.
@@ -87,7 +92,12 @@ HARDWARE_CLASSES = {
     }, "not measured here; vLLM's nightly benchmarks move a few percent"),
 }
 
-# The trials a CPU host needs for the tight band (README, tests/test_regression_gate.py).
+# Two runs of one engine minutes apart, each the median of TRIALS_FOR_TIGHT
+# trials, on a quiet 2-core host: 1.22x apart at most (resampled), so a 1.25x
+# band catches a 1.5x slower engine there (tests/test_regression_gate.py).
+WITHIN_SESSION_BAND = "1.25x"
+
+# The trials whose median WITHIN_SESSION_BAND was measured for.
 TRIALS_FOR_TIGHT = 7
 
 
@@ -101,7 +111,8 @@ def serving_tolerances(hardware_key: str, trials: float = 1) -> dict[str, str | 
     return {
         **{name: cls.speed_tolerance(name, trials) for name in SPEED_METRICS},
         "kv_capacity_tokens": "5%",  # fixed by the memory settings: any real change is a sizing change
-        "kv_cache_usage_peak": None,
+        # Single 100-request runs on a 2-core host peaked at 31-55% (111 trials): it follows the longest requests.
+        "kv_cache_usage_peak": "25pt",
         "gpu_memory_used_bytes_peak": None,
         "accuracy": None,  # the pooled Wilson intervals must overlap
     }
