@@ -331,11 +331,12 @@ class RllmSession:
 
     def _run_workload(self, engine: Any, label: str, workload: Workload, *, trials: int | None = None) -> _Outcome:
         """--rllm-trials runs of `workload`, after the engine's warm-up batch; one result, its summary over the trials."""
-        # Engines we start pay first-batch costs in their first run (vLLM 0.31.0 on CPU: 30 s);
-        # a running endpoint is warm already, unless trials are to be compared with each other.
-        if self._warmed is not engine and (not self.settings.endpoint or self.settings.trials > 1):
-            self._warm_up(engine, label, workload)
         count = trials or self.settings.trials  # the list below reuses the name: read the count first
+        # Trials are compared with each other, so the first must not pay first-batch costs
+        # (vLLM 0.31.0 on CPU: 30 s). A single run keeps them, as every run did before trials:
+        # the engine tests count its requests and time a hang from the first one.
+        if self._warmed is not engine and max(count, self.settings.trials) > 1:
+            self._warm_up(engine, label, workload)
         trials = []
         for index in range(count):
             outcome = self._run_once(engine, label, workload, trial=index)

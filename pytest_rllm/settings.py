@@ -423,7 +423,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", parse_datasets, ("procedural",), "Data sets to draw prompts from: NAME or NAME=PATH.jsonl, comma separated.", "LIST"),
     Option("num_prompts", parse_positive_int, 100, "Number of items drawn from the data sets (before repeats).", "N"),
     Option("repeats", parse_positive_int, 1, "How many times each item is sent (the study used 3).", "N"),
-    Option("trials", parse_positive_int, 1, "How many times each workload runs on the same engine, after one unmeasured warm-up batch; the summary gives each metric's mean and interval over the trials.", "N"),
+    Option("trials", parse_positive_int, 1, "How many times each workload runs on the same engine, after one unmeasured warm-up batch when above 1; the summary gives each metric's mean and interval over the trials.", "N"),
     Option("max_tokens", parse_positive_int, 4096, "Token budget per request (reasoning included).", "N"),
     Option("temperature", parse_probability, 0.6, "Sampling temperature.", "T"),
     Option("top_p", parse_probability, 0.95, "Sampling top_p.", "P"),
