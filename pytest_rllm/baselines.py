@@ -363,6 +363,14 @@ class BaselineCheck:
     def model(self, value: str | Callable[[], str]) -> None:
         self._model = value
 
+    def stored_configuration(self, name: str | None = None) -> dict[str, Any]:
+        """The settings the stored baseline was recorded with ({} when there is no readable file)."""
+        try:
+            stored = self.store.read(self.path(name))
+        except BaselineError:
+            return {}
+        return dict((stored or {}).get("configuration") or {})
+
     def path(self, name: str | None = None) -> Path:
         return self.store.path_for(
             hardware_key=self.hardware_key, model=self.model, module=self.module, test_id=self.test_id, name=name

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_rllm.checks.finding import cpu_spec_decoding_bug
 from pytest_rllm.checks.serving import speed_noise, serving_metrics, serving_tolerances
 from pytest_rllm.compare import UPDATE_FLAG
 
-CONFIGURATIONS = ["baseline", "quant-int8", "quant-fp8", "quant-awq", "quant-gptq", "spec-ngram", "spec-draft",
-                  "kv-fp8-e4m3", "kv-fp8-e5m2"]
+# Speculative decoding corrupts outputs on vLLM's CPU build, so its accuracy is noise there.
+CONFIGURATIONS = ["baseline", "quant-int8", "quant-fp8", "quant-awq", "quant-gptq",
+                  pytest.param("spec-ngram", marks=cpu_spec_decoding_bug()),
+                  pytest.param("spec-draft", marks=cpu_spec_decoding_bug()), "kv-fp8-e4m3", "kv-fp8-e5m2"]
 
 
 @pytest.mark.parametrize("preset_run", CONFIGURATIONS, indirect=True)
@@ -24,5 +27,11 @@ def test_serving_metrics_match_baseline(preset_run, rllm_baseline, rllm_settings
         pytest.skip(f"no serving baseline recorded on {rllm_baseline.hardware_key}; record one with {UPDATE_FLAG}")
     tolerances = serving_tolerances(rllm_baseline.hardware_key, rllm_settings.trials)
     metrics = serving_metrics(preset_run)
+    noise = speed_noise(preset_run)
+    if noise is None and rllm_settings.trials == 1 and (rllm_baseline.stored_configuration().get("trials") or 1) > 1:
+        # Trials are warmed up and a single run is not: its first batch pays the engine's
+        # first-batch costs (TTFT 2.4 s against 0.4 s measured), which the baseline never saw.
+        noise = ("a single cold run against a baseline of warmed-up trials; "
+                 "pass --rllm-trials=3 or more to judge speed")
     rllm_baseline.check(metrics, tolerances={k: v for k, v in tolerances.items() if v is not None and k in metrics},
-                        speed_noise=speed_noise(preset_run))
+                        speed_noise=noise)

@@ -230,3 +230,11 @@ def test_a_batch_held_open_by_a_runaway_request_is_speed_noise_unless_the_median
     two = trial(1, 1.0)
     two.records[0].finish_reason = "length"
     assert "2 of 3 trials" in speed_noise(combine_trials([runaway, two, trial(2, 1.0)]))
+
+
+def test_stored_configuration_reads_the_recorded_settings_and_is_empty_without_a_file(tmp_path):
+    check = BaselineCheck(BaselineStore(tmp_path), hardware_key="cpu-x", model="m", module="mod", test_id="t",
+                          update="changed", configuration={"trials": 7})
+    assert check.stored_configuration() == {}
+    check.check(speeds(3000.0), tolerances=TOL)
+    assert gate(tmp_path).stored_configuration()["trials"] == 7
