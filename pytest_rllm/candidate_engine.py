@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from pytest_rllm.checks.serving import host_noise
 from pytest_rllm.settings import RllmSettings
 
 MIN_TRIALS = 3
@@ -238,7 +239,7 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
                 run.trial = index
                 measured[side] = run
                 order.append((side, index))
-            noise = [f"{side}: {why}" for side, run in measured.items() if (why := _host_noise(run) or _held_open(run))]
+            noise = [f"{side}: {why}" for side, run in measured.items() if (why := host_noise(run) or _held_open(run))]
             if noise and extra > 0:
                 # Something else used the machine during this pair: measure the pair again.
                 extra -= 1
@@ -276,19 +277,6 @@ def _held_open(run: Any) -> str | None:
         return None
     return (f"its last request ({last.item_id}) ran to max_tokens and held the batch open "
             f"({last.output_tokens} tokens)")
-
-
-def _host_noise(run: Any) -> str | None:
-    """Why the host was busy during the run (the serving gate's bounds), or None when it was quiet or unknown."""
-    from pytest_rllm.checks.serving import HOST_BUSY_SHARE, HOST_STEAL_SHARE
-
-    host = getattr(run, "host", None) or {}
-    foreign, steal = host.get("foreign_cpu_share"), host.get("steal_share")
-    if foreign is not None and foreign > HOST_BUSY_SHARE:
-        return f"other processes used {foreign:.0%} of the CPU during the run (above {HOST_BUSY_SHARE:.0%})"
-    if steal is not None and steal > HOST_STEAL_SHARE:
-        return f"the hypervisor stole {steal:.0%} of the CPU during the run (above {HOST_STEAL_SHARE:.0%})"
-    return None
 
 
 # --------------------------------------------------------------------------- verdicts

@@ -140,6 +140,17 @@ def serving_metrics(run: Any) -> dict[str, Measurement]:
     return out
 
 
+def host_noise(run: Any) -> str | None:
+    """Why the host was busy during the run, or None when it was quiet (or could not be read)."""
+    host = getattr(run, "host", None) or {}
+    foreign, steal = host.get("foreign_cpu_share"), host.get("steal_share")
+    if foreign is not None and foreign > HOST_BUSY_SHARE:
+        return f"other processes used {foreign:.0%} of the CPU during the run (above {HOST_BUSY_SHARE:.0%})"
+    if steal is not None and steal > HOST_STEAL_SHARE:
+        return f"the hypervisor stole {steal:.0%} of the CPU during the run (above {HOST_STEAL_SHARE:.0%})"
+    return None
+
+
 def speed_noise(run: Any) -> str | None:
     """Why this run's absolute speed proves nothing, or None.
 
@@ -151,12 +162,9 @@ def speed_noise(run: Any) -> str | None:
     The median of three or more trials already ignores a minority of such
     trials, so only a majority counts.
     """
-    host = getattr(run, "host", None) or {}
-    foreign, steal = host.get("foreign_cpu_share"), host.get("steal_share")
-    if foreign is not None and foreign > HOST_BUSY_SHARE:
-        return f"other processes used {foreign:.0%} of the CPU during the run (above {HOST_BUSY_SHARE:.0%})"
-    if steal is not None and steal > HOST_STEAL_SHARE:
-        return f"the hypervisor stole {steal:.0%} of the CPU during the run (above {HOST_STEAL_SHARE:.0%})"
+    busy = host_noise(run)
+    if busy:
+        return busy
     trials = getattr(run, "trials", None) or [run]
     held_open = [t for t in trials if (t.summary().get("truncated") or 0) > 0]
     if 2 * len(held_open) > len(trials):
