@@ -31,3 +31,15 @@ def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def ctrl_c_delivered() -> None:
+    """Popen preexec_fn: the child takes SIGINT as Ctrl-C even when this runner was started in the background.
+
+    A shell that starts a job with `&` (as CI scripts may) sets SIGINT to ignored, the
+    child inherits it, and Python then never raises KeyboardInterrupt: a Ctrl-C test
+    would send a signal nobody hears.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import processes_with, wait_until
+from processes import ctrl_c_delivered, processes_with, wait_until
 
 pytestmark = pytest.mark.engine
 
@@ -56,7 +56,8 @@ def case(tmp_path, engine_model):
                f"--rllm-model={model}", "--rllm-num-prompts=4", "--rllm-max-tokens=32",
                "--rllm-optimizations=baseline", *extra]
         return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **(env or {})}, start_new_session=True,
+                                preexec_fn=ctrl_c_delivered)
 
     yield str(model), start
     for pid in processes_with(str(model)):  # never leak into other tests, even when one fails

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_rllm.baselines import BaselineStore
+from processes import ctrl_c_delivered
 from test_reliability_input import ScriptedEndpoint
 
 INNER = '''
@@ -72,7 +73,8 @@ def test_an_interrupt_mid_run_leaves_whole_files_or_none(tmp_path, sig):
     write_project(tmp_path, 3)
     # 40 tokens 50 ms apart: each request streams for 2 s, so the signal lands inside the run.
     with ScriptedEndpoint(tokens=40, itl=0.05) as server:
-        proc = subprocess.Popen(pytest_cmd(server.url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(pytest_cmd(server.url), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                preexec_fn=ctrl_c_delivered)
         deadline = time.monotonic() + 60
         while not server.calls and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
@@ -99,7 +101,8 @@ def test_interrupts_at_many_moments_never_leave_a_partial_file(tmp_path):
             root.mkdir()
             write_project(root, 3)
             calls = len(server.calls)
-            proc = subprocess.Popen(pytest_cmd(server.url), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(pytest_cmd(server.url), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     preexec_fn=ctrl_c_delivered)
             if delay is None:
                 time.sleep(0.3)
             else:
