@@ -93,7 +93,7 @@ def _stats(sent: list[float], scheduled: list[float], drawn: list[float], ttfts:
 
 
 def run_ours(url: str, rate: float, b: float, n: int, seed: int, true_ttft: float, loop_kind: str) -> dict[str, Any]:
-    """The harness's own path (session._drive): ChatClient + drive on the harness's event loop."""
+    """The harness's own path (runner.Runner._drive): ChatClient + drive on the harness's event loop."""
     item = Item("bench/0", "arithmetic", 1.0, PROMPT, "42", "exact", "bench")
     options = SamplingOptions(max_tokens=64, temperature=0.6, top_p=0.95, request_timeout=60.0)
     records = [RequestRecord.for_item(item) for _ in range(n)]

@@ -5,7 +5,7 @@
 
 Against the mock server (benchmarks/mock_server.py, in its own process, so its
 CPU is not counted), through the harness's own path: ChatClient + drive, as
-RllmSession._drive runs them, closed loop at --concurrency in flight; then the
+runner.Runner._drive runs them, closed loop at --concurrency in flight; then the
 analysis (RunResult.summary() and to_dict(), what the reports call).
 
 Per size it prints, per request:

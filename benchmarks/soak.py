@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="RSS growth allowed from the first to the last window (default 64 MiB)")
     args = parser.parse_args(argv)
 
-    from pytest_rllm.session import RllmSession, Workload
+    from pytest_rllm.runner import Workload
+    from pytest_rllm.session import RllmSession
     from pytest_rllm.settings import RllmSettings
 
     scratch = Path(tempfile.mkdtemp(prefix="rllm-soak-"))

@@ -245,7 +245,7 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
                 extra -= 1
                 redone.append(f"pair {index}: " + "; ".join(noise))
                 for side, session, _ in sides:
-                    session.runs = [r for r in session.runs if r is not measured[side]]
+                    session.runs[:] = [r for r in session.runs if r is not measured[side]]
                 continue
             for side in done:
                 done[side].append(measured[side])
@@ -256,7 +256,7 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
         run = combine_trials(done[side], repeats=repeats)
         run.label = f"{label}@{side}"
         # The report lists the pair's runs once each, their trials inside them.
-        session.runs = [r for r in session.runs if not any(r is t for t in done[side])] + [run]
+        session.runs[:] = [r for r in session.runs if not any(r is t for t in done[side])] + [run]
         combined[side] = run
     return ABPair(label, workload, combined["reference"], combined["candidate"], order, keep_both, settled=settled,
                   redone=redone)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_rllm.reasoning import ThinkSplitter
-from pytest_rllm.records import Item, RequestRecord
+from pytest_rllm.records import Item, RequestRecord, StreamedText
 
 # Statuses where nothing was generated and the server asks us to come back:
 # retrying is safe. A 500 or a broken stream is not retried: it may recur or
@@ -157,8 +157,7 @@ class ChatClient:
 
     async def _read_stream(self, resp: Any, record: RequestRecord) -> None:
         splitter: ThinkSplitter | None = None
-        reasoning_parts: list[str] = []
-        answer_parts: list[str] = []
+        text = StreamedText(record)
         saw_done = False
         async for raw in resp.content:
             now = time.perf_counter()
@@ -197,8 +196,8 @@ class ChatClient:
                 and record.thinking
                 and self.split_thinking is not False
                 and not reasoning
-                and not reasoning_parts
-                and not answer_parts
+                and not text.reasoning
+                and not text.answer
             ):
                 # Content before any reasoning field: the server splits nothing, so we do.
                 splitter = ThinkSplitter(thinking=True)
@@ -206,28 +205,14 @@ class ChatClient:
                 reasoning, content = splitter.feed(content)
                 if not reasoning and not content:
                     # Text held back while it may be the marker: it still is a token arrival.
-                    if record.t_first_token is None:
-                        record.t_first_token = now
-                    record.token_times.append(now)
+                    text.token_arrived(now)
                     continue
             if reasoning or content:
-                if record.t_first_token is None:
-                    record.t_first_token = now
-                record.token_times.append(now)
-            if reasoning:
-                reasoning_parts.append(reasoning)
-            if content:
-                if record.t_first_visible is None and content.strip():
-                    record.t_first_visible = now
-                answer_parts.append(content)
+                text.token_arrived(now)
+            text.add(now, reasoning, content)
             if choice.get("finish_reason"):
                 record.finish_reason = choice["finish_reason"]
-        if splitter is not None:
-            reasoning, content = splitter.flush()
-            reasoning_parts.append(reasoning)
-            answer_parts.append(content)
-        record.reasoning_text = "".join(reasoning_parts)
-        record.answer_text = "".join(answer_parts)
+        text.close(*(splitter.flush() if splitter is not None else ("", "")))
         if record.error is None:
             if not saw_done and record.finish_reason is None:
                 record.error = "stream ended before the server finished the response"

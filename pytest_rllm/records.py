@@ -135,3 +135,31 @@ class RequestRecord:
             repeat=repeat,
             thinking=thinking,
         )
+
+
+class StreamedText:
+    """A request's text as it streams in: its reasoning and answer parts, and the token stamps they carry."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        self.record = record
+        self.reasoning: list[str] = []
+        self.answer: list[str] = []
+
+    def token_arrived(self, now: float) -> None:
+        record = self.record
+        if record.t_first_token is None:
+            record.t_first_token = now
+        record.token_times.append(now)
+
+    def add(self, now: float, reasoning: str, answer: str) -> None:
+        if reasoning:
+            self.reasoning.append(reasoning)
+        if answer:
+            if self.record.t_first_visible is None and answer.strip():
+                self.record.t_first_visible = now
+            self.answer.append(answer)
+
+    def close(self, reasoning_tail: str = "", answer_tail: str = "") -> None:
+        """The text into the record; the tails: what a think splitter still held at the end."""
+        self.record.reasoning_text = "".join(self.reasoning) + reasoning_tail
+        self.record.answer_text = "".join(self.answer) + answer_tail

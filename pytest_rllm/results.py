@@ -183,6 +183,7 @@ class RunResult:
     trial: int = 0  # which of --rllm-trials this run is
     host: dict[str, float] = field(default_factory=dict)  # telemetry.host: other load on the machine, probe speed
     trials: list[RunResult] = field(default_factory=list)  # a combined run's trials (combine_trials); empty for one run
+    engine_died: bool = False  # the engine was gone when the run ended (its error says how)
     _summary: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     @property

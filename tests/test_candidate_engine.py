@@ -426,18 +426,18 @@ def test_measure_runs_the_trials_it_is_asked_for_not_the_sessions(monkeypatch):
 
     The engine and the run are stand-ins: this counts calls, it measures nothing.
     """
-    from pytest_rllm.session import RllmSession, _Outcome
+    from pytest_rllm.session import RllmSession
 
     session = RllmSession(RllmSettings.from_values({"trials": "5"}))
     calls = []
     monkeypatch.setattr(session, "engine", lambda label: "engine")
-    monkeypatch.setattr(session, "_warm_up", lambda *args: calls.append("warm-up"))
+    monkeypatch.setattr(session.runner, "warm_up", lambda *args, **kwargs: calls.append("warm-up") or 0.0)
 
-    def run_once(engine, label, workload, *, trial=0):
+    def run_workload(engine, label, workload, jobs, *, trial=0, **kwargs):
         calls.append(trial)
-        return _Outcome(result=run_result(label, workload.name, n=5))
+        return run_result(label, workload.name, n=5)
 
-    monkeypatch.setattr(session, "_run_once", run_once)
+    monkeypatch.setattr(session.runner, "run_workload", run_workload)
     session.measure("baseline", "main", trials=1)
     assert calls == ["warm-up", 0]
     session._warmed = "engine"

@@ -239,11 +239,11 @@ def test_the_harness_loop_is_uvloop_where_installed_and_asyncio_on_request():
     ],
 )
 def test_first_visible_step_from_token_counts(steps, thinking, expected):
-    from pytest_rllm.engines.inprocess import _first_visible_step
+    from pytest_rllm.engines.inprocess_requests import first_visible_step
 
     token_ids = [piece for step in steps for piece in step]
     decoded = []
-    found = _first_visible_step([len(step) for step in steps], token_ids, thinking, lambda ids: decoded.append(len(ids)) or "".join(ids))
+    found = first_visible_step([len(step) for step in steps], token_ids, thinking, lambda ids: decoded.append(len(ids)) or "".join(ids))
     assert found == expected
     # A binary search: a few decodes, not one per step (the reason it exists).
     assert len(decoded) <= 1 + max(1, len(steps) - 1).bit_length()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from pytest_rllm.engines.spec import EngineSpec
@@ -93,24 +94,58 @@ def is_unsupported(reason: str, log_text: str = "") -> bool:
 
 
 class Engine(Protocol):
+    """What the session and the runner ask of an engine; every engine is a context manager."""
+
     spec: EngineSpec
-    base_url: str | None  # OpenAI-compatible root URL; None for in-process engines
     served_model: str
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
     def info(self) -> dict[str, Any]: ...
+
+    def client(self, options: Any) -> Any:
+        """An async context manager with `send(item, record)` (and optionally `prepare(jobs)`) for this engine."""
+        ...
 
     def check_alive(self) -> None:
         """Raise EngineDied if the engine is gone."""
         ...
 
-    def metrics_text(self) -> str | None:
-        """Prometheus text of the engine's metrics (synchronous; None when not available)."""
+    def exited(self) -> bool:
+        """True when the engine's process is known to have exited (cheap: no request is made)."""
+        ...
+
+    def process_groups(self) -> list[int] | None:
+        """Process groups whose CPU time is the engine's; None when it runs on another machine."""
+        ...
+
+    def metrics_text(self, only: Collection[str] | None = None) -> str | None:
+        """Prometheus text of the engine's metrics, `only` these names if given (synchronous; None when not available)."""
         ...
 
     def samples(self) -> dict[str, float] | None:
         """{timeline name: value} of telemetry.prometheus.SERIES (synchronous; None when not available)."""
         ...
+
+
+class EngineContext:
+    """`with engine:` starts it and stops it whatever happens inside, as vLLM's RemoteOpenAIServer does."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pytest_rllm.engines.base import EngineDied, EngineStartError
+from pytest_rllm.engines.base import EngineContext, EngineDied, EngineStartError
 from pytest_rllm.engines.identity import EngineIdentity, endpoint_identity
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.telemetry.prometheus import MetricsScraper, ScrapedMetrics
@@ -75,7 +75,7 @@ def pick_served_model(served: list[str], wanted: str | None, where: str) -> str:
     return wanted
 
 
-class ExternalEndpoint(ScrapedMetrics):
+class ExternalEndpoint(EngineContext, ScrapedMetrics):
     def __init__(self, spec: EngineSpec, url: str, *, api_key: str | None = None, model: str | None = None) -> None:
         self.spec = spec
         self.base_url = url.rstrip("/")
@@ -107,6 +107,18 @@ class ExternalEndpoint(ScrapedMetrics):
 
     def stop(self) -> None:
         """Nothing to stop: the endpoint belongs to the user."""
+
+    def client(self, options: Any) -> Any:
+        from pytest_rllm.client import ChatClient
+
+        # Whether the server runs a reasoning parser is unknown: split only when its stream needs it.
+        return ChatClient(self.base_url, self.served_model, options, api_key=self._api_key, split_thinking=None)
+
+    def exited(self) -> bool:
+        return False  # not ours to watch: check_alive asks it
+
+    def process_groups(self) -> list[int] | None:
+        return None  # it runs elsewhere: its CPU time is not this host's to count
 
     def check_alive(self) -> None:
         try:

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_rllm.engines import platform
-from pytest_rllm.engines.base import EngineDied, EngineStartError, EngineUnsupported, engine_reason, is_unsupported
+from pytest_rllm.engines.base import (
+    EngineContext,
+    EngineDied,
+    EngineStartError,
+    EngineUnsupported,
+    engine_reason,
+    is_unsupported,
+)
 from pytest_rllm.engines.identity import EngineIdentity, local_identity
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.telemetry.prometheus import MetricsScraper, ScrapedMetrics
@@ -45,7 +52,7 @@ def _tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class VllmServer(ScrapedMetrics):
+class VllmServer(EngineContext, ScrapedMetrics):
     """Context manager around one `vllm serve` process for one EngineSpec.
 
     The server's output goes to `log_path`, in `log_dir`. Without one, a
@@ -211,12 +218,18 @@ class VllmServer(ScrapedMetrics):
             shutil.rmtree(self._temp_log_dir, ignore_errors=True)
             self._temp_log_dir = None
 
-    def __enter__(self) -> VllmServer:
-        self.start()
-        return self
+    def client(self, options: Any) -> Any:
+        from pytest_rllm.client import ChatClient
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        # With a parser the server splits reasoning from content; without one the client does.
+        return ChatClient(self.base_url, self.served_model, options, split_thinking=self.reasoning_parser is None)
+
+    def exited(self) -> bool:
+        proc = self.proc
+        return proc is not None and proc.poll() is not None
+
+    def process_groups(self) -> list[int] | None:
+        return [self.proc.pid] if self.proc is not None else []
 
     # -- state ---------------------------------------------------------------
     def check_alive(self, health_timeout: float = 10.0) -> None:
