@@ -7,7 +7,7 @@ each with value, tolerance, better direction, sample size and interval, plus
 the engine and the configuration the values were measured with.
 
 Files are written deterministically (indent=2, sorted keys, floats rounded to
-compare.SIGNIFICANT_DIGITS significant digits, no timestamps or host names), so
+tolerance.SIGNIFICANT_DIGITS significant digits, no timestamps or host names), so
 a re-recorded baseline shows up in a diff only where a number really moved.
 
 Writes are atomic (a temp file in the same folder, then os.replace) and take a
@@ -35,26 +35,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
 
-from pytest_rllm.compare import (
+from pytest_rllm.compare import UPDATE_FLAG, Measurement, MetricCheck, compare, failure_message, format_table
+from pytest_rllm.engines.identity import EngineIdentity
+from pytest_rllm.hardware import safe_name, slug
+from pytest_rllm.properties import CHECK_PROPERTY as USER_PROPERTY  # a check outcome, as JSON text
+from pytest_rllm.tolerance import (
     BETTER,
     HOST_SPEED_FAMILIES,
-    UPDATE_FLAG,
-    Measurement,
-    MetricCheck,
     Tolerance,
-    compare,
     default_better,
     default_tolerance,
-    failure_message,
     family_of,
-    format_table,
     lookup,
     parse_tolerance,
     round_sig,
 )
-from pytest_rllm.engines.identity import EngineIdentity
-from pytest_rllm.hardware import safe_name, slug
-from pytest_rllm.properties import CHECK_PROPERTY as USER_PROPERTY  # a check outcome, as JSON text
 
 SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 300.0  # a worker holding the lock only reads and writes one small file
@@ -304,7 +299,7 @@ class BaselineCheck:
     Tolerance precedence, first found wins: --rllm-tolerance (CLI/ini), the
     Measurement's own tolerance, the `tolerances` argument, the tolerance stored
     in the baseline file, then the default: 0 for a value with an interval (the
-    intervals must overlap), else the metric family's (compare.DEFAULT_FAMILIES).
+    intervals must overlap), else the metric family's (tolerance.DEFAULT_FAMILIES).
     The CLI override is a run-time knob, so it is never written into a file.
     """
 
