@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rllm.baselines import BaselineStore
+from pytest_rllm.baseline_store import BaselineStore
 from test_reliability_input import ScriptedEndpoint
 
 INNER = '''

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from pytest_rllm.baselines import BaselineCheck, BaselineStore
+from pytest_rllm.baseline_store import BaselineStore
+from pytest_rllm.baselines import BaselineCheck
 from pytest_rllm.checks.serving import (
     WITHIN_SESSION_BAND,
     HOST_BUSY_SHARE,
