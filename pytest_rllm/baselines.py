@@ -28,13 +28,7 @@ from pytest_rllm.compare import UPDATE_FLAG, Measurement, compare, failure_messa
 from pytest_rllm.engines.identity import EngineIdentity
 from pytest_rllm.hardware import slug
 from pytest_rllm.tolerance import (
-    HOST_SPEED_FAMILIES,
-    Tolerance,
-    default_better,
-    default_tolerance,
-    family_of,
-    lookup,
-    parse_tolerance,
+    HOST_SPEED_FAMILIES, Tolerance, default_better, default_tolerance, family_of, lookup, parse_tolerance,
 )
 
 # Settings that change what a metric means; recorded with the baseline, so a
