@@ -23,7 +23,7 @@ class UsageError(Exception):
 
 
 def _tolerance_arg(text: str) -> tuple[str, str]:
-    from pytest_rllm.compare import parse_tolerance
+    from pytest_rllm.tolerance import parse_tolerance
 
     name, sep, tolerance = text.partition("=")
     if not sep or not name.strip():

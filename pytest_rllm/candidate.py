@@ -17,7 +17,7 @@ and the KV capacity have no interval. The resampling is in :mod:`pytest_rllm.res
 
 The tolerances are the smallest change that matters, not a noise allowance: the
 interval carries the noise. Metric families and better directions come from
-:mod:`pytest_rllm.compare`; the families whose baseline tolerance is a noise
+:mod:`pytest_rllm.tolerance`; the families whose baseline tolerance is a noise
 allowance (2x for throughput and seconds) get :data:`AB_TOLERANCES` instead.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pytest_rllm.compare import family_of, lookup, parse_tolerance
+from pytest_rllm.tolerance import family_of, lookup, parse_tolerance
 from pytest_rllm.resampling import bootstrap_ratio, trials_ratio
 
 VERDICTS = ("improved", "same", "regressed", "inconclusive")
@@ -39,7 +39,7 @@ DEFAULT_METRICS = (
     "itl_p50", "itl_p99", "e2e_p50", "e2e_p99",
     "accuracy", "failed", "truncated", "kv_capacity_tokens",
 )
-# By compare.py family name; other families keep their baseline tolerance.
+# By tolerance.py family name; other families keep their baseline tolerance.
 AB_TOLERANCES = {"throughput": "10%", "seconds": "10%"}
 # Where the family's direction does not fit an A/B question.
 AB_BETTER = {"kv_capacity_tokens": "higher"}

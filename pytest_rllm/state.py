@@ -42,7 +42,7 @@ class PluginState:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Runs on the xdist controller too: baseline outcomes and findings arrive in user_properties."""
-        from pytest_rllm.baselines import outcomes_from_user_properties
+        from pytest_rllm.baseline_outcome import outcomes_from_user_properties
         from pytest_rllm.properties import AB_PROPERTY
         from pytest_rllm.report import expected_failure, finding_from_report
 

@@ -14,16 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rllm.baselines import (
-    SCHEMA_VERSION,
-    USER_PROPERTY,
-    BaselineCheck,
-    BaselineError,
-    BaselineStore,
-    _module_and_test_id,
-    dumps,
-    outcomes_from_user_properties,
-)
+from pytest_rllm.baseline_outcome import USER_PROPERTY, outcomes_from_user_properties
+from pytest_rllm.baseline_store import SCHEMA_VERSION, BaselineError, BaselineStore, dumps, module_and_test_id
+from pytest_rllm.baselines import BaselineCheck
 from pytest_rllm.compare import UPDATE_FLAG, Measurement
 
 pytest_plugins = ["pytester"]
@@ -276,7 +269,7 @@ def test_newer_schema_asks_for_an_upgrade(tmp_path: Path) -> None:
 
 def test_parametrised_ids_become_distinct_safe_file_names(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
-    module, test_id = _module_and_test_id("suites/test_quant.py::TestQuant::test_accuracy[awq-7b]")
+    module, test_id = module_and_test_id("suites/test_quant.py::TestQuant::test_accuracy[awq-7b]")
     assert (module, test_id) == ("suites.test_quant", "TestQuant.test_accuracy[awq-7b]")
     path = store.path_for(hardware_key="cpu-x-avx2", model="org/model", module=module, test_id=test_id)
     assert path == tmp_path / "cpu-x-avx2" / "org--model" / "suites.test_quant" / "TestQuant.test_accuracy[awq-7b].json"

@@ -7,22 +7,24 @@ import math
 import pytest
 
 from pytest_rllm.compare import (
-    DEFAULT_FAMILIES,
     UPDATE_FLAG,
     Measurement,
     MetricCheck,
-    Tolerance,
     compare,
     compare_metric,
+    failure_message,
+    format_table,
+    wilson_interval,
+)
+from pytest_rllm.tolerance import (
+    DEFAULT_FAMILIES,
+    Tolerance,
     default_better,
     default_tolerance,
-    failure_message,
     family_of,
-    format_table,
     lookup,
     parse_tolerance,
     round_sig,
-    wilson_interval,
 )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rllm.baselines import BaselineStore
+from pytest_rllm.baseline_store import BaselineStore
 from pytest_rllm.engines.base import EngineStartError
 from pytest_rllm.engines.endpoint import pick_served_model
 from pytest_rllm.session import RunFailed

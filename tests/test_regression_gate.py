@@ -20,7 +20,8 @@ import os
 import pytest
 
 from cpu_cap import CpuCap
-from pytest_rllm.baselines import BaselineCheck, BaselineStore
+from pytest_rllm.baseline_store import BaselineStore
+from pytest_rllm.baselines import BaselineCheck
 from pytest_rllm.checks.serving import SPEED_METRICS, TRIALS_FOR_TIGHT, WITHIN_SESSION_BAND, speed_noise, serving_metrics
 from pytest_rllm.hardware import detect_hardware_key
 from pytest_rllm.session import RllmSession

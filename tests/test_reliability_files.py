@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rllm.baselines import BaselineStore
 from processes import ctrl_c_delivered
+from pytest_rllm.baseline_store import BaselineStore
 from test_reliability_input import ScriptedEndpoint
 
 INNER = '''

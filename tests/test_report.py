@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rllm.baselines import BaselineCheck, BaselineStore
+from pytest_rllm.baseline_store import BaselineStore
+from pytest_rllm.baselines import BaselineCheck
 from pytest_rllm.report import (
     PALETTE,
     checks_from_user_properties,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_rllm.baselines import BaselineError, BaselineStore
+from pytest_rllm.baseline_store import BaselineError, BaselineStore
 from pytest_rllm.engines import platform
 from pytest_rllm.engines.base import EngineStartError
 from pytest_rllm.engines.server import VllmServer

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from pytest_rllm.baselines import BaselineCheck, BaselineStore
+from pytest_rllm.baseline_store import BaselineStore
+from pytest_rllm.baselines import BaselineCheck
 from pytest_rllm.checks.serving import (
     WITHIN_SESSION_BAND,
     HOST_BUSY_SHARE,
@@ -21,11 +22,12 @@ from pytest_rllm.checks.serving import (
     serving_metrics,
     serving_tolerances,
 )
-from pytest_rllm.compare import Measurement, parse_tolerance
+from pytest_rllm.compare import Measurement
 from pytest_rllm.records import RequestRecord
 from pytest_rllm.results import RunResult, combine_trials
 from pytest_rllm.settings import RllmSettings, SettingError
 from pytest_rllm.telemetry import host
+from pytest_rllm.tolerance import parse_tolerance
 
 
 def record(i: int, seconds: float, *, correct: bool = True) -> RequestRecord:

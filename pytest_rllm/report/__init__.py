@@ -11,7 +11,7 @@ Modules: ``terminal`` (summary lines), ``jsonio`` (JSON write, read, merge),
 export), ``values`` (shared helpers).
 
 Names are re-exported lazily: pytest imports the plugin on every run, and
-baselines imports pytest_rllm.properties while the report modules import baselines,
+baseline_outcome imports pytest_rllm.properties while the report modules import baseline_outcome,
 so loading them all here would be slow and circular.
 """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from pytest_rllm.baselines import outcomes_from_user_properties
+from pytest_rllm.baseline_outcome import outcomes_from_user_properties
 from pytest_rllm.properties import CLAIM_PROPERTY, EVIDENCE_PROPERTY, FINDING_PROPERTY
 
 

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from pytest_rllm.baselines import atomic_write_text
+from pytest_rllm.baseline_store import atomic_write_text
 from pytest_rllm.report.plots import (
     INSTALL_HINT, plot_accuracy, plot_kv_timeline, plot_latency_cdf, plot_length_histogram, plotting_available, run_colors,
 )

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pytest_rllm.baselines import atomic_write_text
+from pytest_rllm.baseline_store import atomic_write_text
 from pytest_rllm.report.values import engine_identities, run_name
 from pytest_rllm.results import json_safe
 
