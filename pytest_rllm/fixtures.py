@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
-from pytest_rllm.settings import REFERENCE
+from pytest_rllm.choices import REFERENCE
 
 Pair = tuple[str, str]
 

@@ -7,7 +7,6 @@ an evaluation.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import time
@@ -17,71 +16,18 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pytest_rllm.fixtures import baseline_run, gamma_run, needs_of, preset_run, reference_run, rllm_ab, rllm_finding  # noqa: F401
-from pytest_rllm.settings import OPTIONS, RllmSettings, SettingError
+from pytest_rllm.options import add_options
+from pytest_rllm.parsers import SettingError
+from pytest_rllm.settings import RllmSettings
 
 from pytest_rllm.state import STATE_KEY, install, state_of  # noqa: F401  (STATE_KEY: public, for tests)
 
 SETTINGS_KEY = pytest.StashKey[RllmSettings]()
 
 
-def _validator(option: Any) -> Any:
-    """argparse type= hook: validate the text now (before anything starts), keep the text."""
-
-    parse = option.cli_parse or option.parse
-
-    def check(text: str) -> str:
-        try:
-            parse(text)
-        except SettingError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
-
-    check.__name__ = option.name  # argparse names the type in its error message
-    return check
-
-
+@pytest.hookimpl
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("rllm", "reasoning-LLM serving checks (pytest-rllm)")
-    for option in OPTIONS:
-        default_text = _default_text(option.default)
-        help_text = f"{option.help} Ini: {option.ini}. Default: {default_text}.".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": "rllm_" + option.name, "default": None, "help": help_text}
-        if option.metavar:
-            kwargs["metavar"] = option.metavar
-        if option.repeatable:
-            kwargs["action"] = "append"
-            kwargs["type"] = _validator(option)
-        elif option.flag_value is not None:
-            kwargs["nargs"] = "?"
-            kwargs["const"] = option.flag_value
-            kwargs["type"] = _validator(option)
-        else:
-            kwargs["type"] = _validator(option)
-        group.addoption(option.cli, **kwargs)
-        parser.addini(option.ini, help=f"{option.help} (same as {option.cli})", type="linelist" if option.repeatable else "string", default=[] if option.repeatable else "")
-
-
-def _default_text(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, tuple):
-        if value and isinstance(value[0], tuple):
-            return ",".join(f"{k}={v}" for k, v in value) or "none"
-        return ",".join(str(v) for v in value) or "none"
-    return str(value)
-
-
-def resolve_settings(config: pytest.Config) -> RllmSettings:
-    """CLI value, else ini value, else the default; every value validated with a message naming the fix."""
-    raw: dict[str, Any] = {}
-    for option in OPTIONS:
-        value = config.getoption("rllm_" + option.name)
-        if value is None or (option.repeatable and not value):
-            ini = config.getini(option.ini)
-            value = ini if ini not in ("", [], None) else None
-        if value is not None:
-            raw[option.name] = value
-    return RllmSettings.from_values(raw)
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -92,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "rllm_needs(('baseline', 'main')); the session runs each engine's workloads together.",
     )
     try:
-        config.stash[SETTINGS_KEY] = resolve_settings(config)
+        config.stash[SETTINGS_KEY] = RllmSettings.from_config(config)
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     install(config)
@@ -135,7 +81,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if settings.has_candidate:
         version = ""
         if settings.candidate_python:
-            from pytest_rllm.settings import probe_python_vllm
+            from pytest_rllm.parsers import probe_python_vllm
 
             found = probe_python_vllm(settings.candidate_python)  # cached: checked when the option was read
             version = f" ({found[0]} {found[1]})" if isinstance(found, tuple) else ""

@@ -115,7 +115,8 @@ def test_parse_errors_name_the_problem(text: str, words: str) -> None:
 
 
 def test_settings_turn_parse_errors_into_setting_errors() -> None:
-    from pytest_rllm.settings import RllmSettings, SettingError
+    from pytest_rllm.parsers import SettingError
+    from pytest_rllm.settings import RllmSettings
 
     with pytest.raises(SettingError, match="--rllm-arrival.*BURSTINESS"):
         RllmSettings.from_values({"arrival": "gamma:4:0"})

@@ -21,10 +21,11 @@ from pytest_rllm.candidate_engine import (
     MIN_TRIALS, TRUNCATED, candidate_settings, interleave, judge, keep_both_up, truncated_row,
 )
 from pytest_rllm.checks.finding import Finding, threshold
+from pytest_rllm.parsers import SettingError
 from pytest_rllm.report.html import render_html
 from pytest_rllm.report.jsonio import write_json_report
 from pytest_rllm.report.terminal import ab_lines
-from pytest_rllm.settings import NO_CANDIDATE, RllmSettings, SettingError
+from pytest_rllm.settings import NO_CANDIDATE, RllmSettings
 from pytest_rllm.state import PluginState
 
 

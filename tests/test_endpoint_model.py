@@ -21,8 +21,9 @@ import pytest
 from pytest_rllm.baseline_store import BaselineStore
 from pytest_rllm.engines.base import EngineStartError
 from pytest_rllm.engines.endpoint import pick_served_model
+from pytest_rllm.parsers import SettingError
 from pytest_rllm.session import RunFailed
-from pytest_rllm.settings import RllmSettings, SettingError
+from pytest_rllm.settings import RllmSettings
 from test_reliability_input import ScriptedEndpoint, endpoint_session, run_baseline
 
 SERVED = ("served-name", "second-name")

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from pytest_rllm.choices import PRESETS
 from pytest_rllm.engines.base import engine_reason, is_unsupported
 from pytest_rllm.engines.spec import PresetUnavailable, build_spec
-from pytest_rllm.settings import PRESETS, RllmSettings
+from pytest_rllm.settings import RllmSettings
 
 SETTINGS = RllmSettings.from_values({"seed": "3"})
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_rllm.options import OPTIONS
 from pytest_rllm.report.jsonio import read_json_report
-from pytest_rllm.settings import OPTIONS
 
 
 def test_help_groups_every_option_under_rllm(pytester):

@@ -23,9 +23,10 @@ from pytest_rllm.checks.serving import (
     serving_tolerances,
 )
 from pytest_rllm.compare import Measurement
+from pytest_rllm.parsers import SettingError
 from pytest_rllm.records import RequestRecord
 from pytest_rllm.results import RunResult, combine_trials
-from pytest_rllm.settings import RllmSettings, SettingError
+from pytest_rllm.settings import RllmSettings
 from pytest_rllm.telemetry import host
 from pytest_rllm.tolerance import parse_tolerance
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rllm.settings import OPTIONS, PRESETS, RllmSettings, SettingError, parse_duration, parse_model
+from pytest_rllm.choices import PRESETS
+from pytest_rllm.options import OPTIONS
+from pytest_rllm.parsers import SettingError, parse_duration, parse_model
+from pytest_rllm.settings import RllmSettings
 
 
 def test_defaults_are_the_documented_ones():

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 
 from pytest_rllm import FindingFlag
-from pytest_rllm.settings import THRESHOLDS
+from pytest_rllm.choices import THRESHOLDS
 
 from pytest_rllm.properties import EVIDENCE_PROPERTY, FINDING_PROPERTY  # noqa: F401  (re-exported)
 
 
 def threshold(settings: Any, name: str) -> float:
-    """The threshold's value: --rllm-threshold NAME=VALUE, else its default (settings.THRESHOLDS)."""
+    """The threshold's value: --rllm-threshold NAME=VALUE, else its default (choices.THRESHOLDS)."""
     if name not in THRESHOLDS:
         raise KeyError(f"unknown finding threshold {name!r}; known: {', '.join(sorted(THRESHOLDS))}")
     return float(dict(getattr(settings, "threshold", ()) or ()).get(name, THRESHOLDS[name][0]))
