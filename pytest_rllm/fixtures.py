@@ -133,7 +133,6 @@ def needs_of(item: pytest.Item, settings: Any) -> list[Pair]:
     return pairs
 
 
-
 @pytest.fixture
 def rllm_ab(rllm_candidate: Any, request: pytest.FixtureRequest) -> Any:
     """A preset's side-by-side comparison with the candidate engine (candidate_engine.ABPair), run once per session.
@@ -170,3 +169,32 @@ def rllm_ab(rllm_candidate: Any, request: pytest.FixtureRequest) -> Any:
         pytest.fail(f"the candidate comparison of {label} failed: {failure}", pytrace=False)
 
     return get
+
+
+def served_model_of(session: Any) -> Callable[[], str]:
+    """Endpoint mode: a callable giving the model the endpoint serves to this session (rllm_baseline keys by it).
+
+    The session's endpoint engine knows it once started (GET /v1/models); if no run
+    started it yet, it is started now (for an endpoint that is that one request).
+    """
+
+    def resolve() -> str:
+        __tracebackhide__ = True
+        from pytest_rllm.session import RunFailed, RunUnavailable
+
+        for info in session.engine_infos.values():
+            if info.get("kind") == "endpoint" and info.get("model"):
+                return str(info["model"])
+        try:
+            return str(session.engine("baseline").served_model)
+        except RunUnavailable as exc:
+            skip, failure = str(exc), None
+        except RunFailed as exc:
+            skip, failure = None, str(exc)
+        # Outside the except clauses: the message is the whole story, no chained traceback.
+        if skip is not None:
+            pytest.skip(skip)
+        pytest.fail(f"rllm_baseline: baselines are stored under the model the endpoint serves, "
+                    f"and the endpoint could not say which: {failure}", pytrace=False)
+
+    return resolve

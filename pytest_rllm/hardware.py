@@ -13,6 +13,10 @@ import hashlib
 import os
 import platform
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_rllm.settings import RllmSettings
 
 # Best first: the vector ISA decides which vLLM CPU kernels run (and e.g. whether
 # an FP8 KV cache is supported), so it belongs in the key.
@@ -122,6 +126,11 @@ def detect_hardware_key(gpus_per_worker: int | None = None) -> str:
     return cpu_hardware_key(_cpuinfo_text(), platform.machine())
 
 
+def hardware_key_for(settings: RllmSettings) -> str:
+    """The key this session's baselines are stored under: --rllm-hardware-key, else the detected one."""
+    return settings.hardware_key or detect_hardware_key(settings.gpus_per_worker)
+
+
 # --------------------------------------------------------------------------- names
 
 
@@ -197,3 +206,15 @@ def gpu_ids_for_worker(worker_id: str | None, gpus_per_worker: int, total: int) 
             f"(--rllm-gpus-per-worker={gpus_per_worker}) but only {total} GPU(s) are visible; {fix}"
         )
     return list(range(first, first + gpus_per_worker))
+
+
+def worker_gpu_ids(gpus_per_worker: int) -> list[int] | None:
+    """The GPUs this xdist worker owns (see gpu_ids_for_worker); None where NVML sees no GPU."""
+    from pytest_rllm.telemetry.nvml import NvmlMemory
+
+    probe = NvmlMemory([])
+    if probe._nvml is None:
+        return None
+    count = probe._nvml.nvmlDeviceGetCount()
+    probe.close()
+    return gpu_ids_for_worker(os.environ.get("PYTEST_XDIST_WORKER", "master"), gpus_per_worker, count)

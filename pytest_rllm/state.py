@@ -2,7 +2,8 @@
 
 It is also registered as a plugin, so the hooks that gather results (test reports,
 FindingFlag warnings) reach it without a module global; on the xdist controller
-they see every worker's reports.
+they see every worker's reports. At the session's end it merges the workers'
+parts and hands the merged result to the report package.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from typing import Any
 
 import pytest
 
+from pytest_rllm.fixtures import needs_of
+from pytest_rllm.parsers import SettingError
+from pytest_rllm.properties import CLAIM_PROPERTY
+from pytest_rllm.settings import RllmSettings
+
 Pair = tuple[str, str]
 
 
 @dataclass
 class PluginState:
-    """The plan, the baseline-check outcomes, the findings rows, the flags and the merged result."""
+    """The settings, the plan, the baseline-check outcomes, the findings rows, the flags and the merged result."""
 
+    settings: RllmSettings = field(default_factory=RllmSettings)  # the resolved --rllm-* options (install)
     plan: list[Pair] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, str]] = field(default_factory=list)
@@ -28,10 +35,37 @@ class PluginState:
     session: Any = None  # the RllmSession, once a test asked for one
     candidate: Any = None  # the candidate_engine.CandidateComparisons, once a test asked for it
     merged: dict[str, Any] | None = None  # runs, checks, findings, timings: set at session finish
+    parts_dir: str | None = None  # xdist controller: the folder its workers leave their runs in
     started: float = field(default_factory=time.perf_counter)
 
     def plan_runs(self, pairs: list[Pair]) -> None:
         self.plan.extend(pair for pair in pairs if pair not in self.plan)
+
+    def plan_items(self, items: list[pytest.Item]) -> None:
+        """The plan from what the items ask for: run fixtures (with their indirect parameters) and rllm_needs markers.
+
+        Finding and baseline tests also get their claim, the first line of their docstring.
+        """
+        for item in items:
+            needs = needs_of(item, self.settings)
+            self.plan_runs(needs)
+            if needs or "rllm_finding" in getattr(item, "fixturenames", ()):
+                doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
+                if doc:
+                    item.user_properties.append((CLAIM_PROPERTY, doc.splitlines()[0]))
+
+    def engine_identity(self) -> Any:
+        """The EngineIdentity baselines record: what the session's baseline engine reported, else what is installed.
+
+        An external server's version is known only once it answered; before that, and
+        without a session, the local installation (or "unknown", for an endpoint) stands in.
+        """
+        from pytest_rllm.engines.identity import endpoint_identity, identity_of, local_identity
+
+        infos = getattr(self.session, "engine_infos", None) or {}
+        if "identity" in (infos.get("baseline") or {}):
+            return identity_of(infos["baseline"])
+        return endpoint_identity() if self.settings.endpoint else local_identity()
 
     def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str, location: Any) -> None:
         from pytest_rllm import FindingFlag
@@ -82,12 +116,75 @@ class PluginState:
             out.append(row)
         return out
 
+    # ----------------------------------------------------------------------- session end: xdist parts, merge, reports
+    def worker_parts_dir(self) -> str:
+        """xdist controller: the folder each worker leaves its runs in (made on first use, removed by merge)."""
+        import tempfile
+
+        if self.parts_dir is None:
+            self.parts_dir = tempfile.mkdtemp(prefix="rllm-parts-")
+        return self.parts_dir
+
+    def local_runs(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """This process's runs (as dicts) and engine timings: the session's, and the candidate engine's."""
+        if self.session is None:
+            return [], {}
+        timings = vars(self.session.timings).copy()
+        runs = list(self.session.runs)
+        if self.candidate is not None:
+            # The candidate's runs are named <preset>@candidate/<workload>; its engine time joins the session's.
+            runs += self.candidate.session.runs
+            for name in ("engine_start", "generation", "engine_stop", "warm_up", "engines_started"):
+                timings[name] = timings.get(name, 0) + getattr(self.candidate.session.timings, name, 0)
+        return [run.to_dict() for run in runs], timings
+
+    def merge(self, runs: list[dict[str, Any]], timings: list[dict[str, Any]]) -> dict[str, Any]:
+        """xdist controller (or no xdist): its runs joined with every worker's part, and every outcome gathered."""
+        if self.parts_dir:
+            import shutil
+            from pathlib import Path
+
+            from pytest_rllm.report.jsonio import merge_worker_parts
+
+            runs, timings = merge_worker_parts(runs, timings, Path(self.parts_dir))
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return {"runs": runs, "checks": self.checks, "findings": self.findings_with_flags(), "timings": timings,
+                "ab": list(self.ab_rows)}
+
+    def finish(self, workerinput: dict[str, Any] | None) -> None:
+        """Session end: an xdist worker leaves its runs for the controller; the controller merges and writes the reports."""
+        runs, timings = self.local_runs()
+        if workerinput is not None:
+            parts = workerinput.get("rllm_parts_dir")
+            if parts and runs:
+                from pytest_rllm.report.jsonio import write_worker_part
+
+                write_worker_part(parts, workerinput.get("workerid", "worker"), runs, timings)
+            return
+        self.merged = self.merge(runs, [timings] if runs else [])
+        from pytest_rllm.report.files import write_reports
+
+        write_reports(self.settings, self.merged)
+
+    def summary_lines(self) -> list[str]:
+        """The "rllm" terminal section; none before the merge (and so none on xdist workers)."""
+        if self.merged is None:
+            return []
+        from pytest_rllm.report.terminal import section_lines
+
+        return section_lines(self.merged, time.perf_counter() - self.started)
+
 
 STATE_KEY = pytest.StashKey[PluginState]()
 
 
 def install(config: pytest.Config) -> PluginState:
-    state = PluginState()
+    """This run's state, from its options (a bad value is a usage error naming the fix), on config.stash and as a plugin."""
+    try:
+        settings = RllmSettings.from_config(config)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    state = PluginState(settings=settings)
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(state, "rllm-state")
     return state

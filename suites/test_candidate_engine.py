@@ -18,9 +18,9 @@ from pytest_rllm.checks.finding import cpu_spec_decoding_bug, fmt
 
 def pytest_generate_tests(metafunc):
     if "candidate_preset" in metafunc.fixturenames:
-        from pytest_rllm.plugin import SETTINGS_KEY
+        from pytest_rllm.state import STATE_KEY
 
-        settings = metafunc.config.stash[SETTINGS_KEY]
+        settings = metafunc.config.stash[STATE_KEY].settings
         metafunc.parametrize("candidate_preset", list(settings.candidate_optimizations))
 
 

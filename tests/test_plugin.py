@@ -151,15 +151,14 @@ def test_xdist_worker_runs_are_merged_by_merge_reports(pytester):
 def test_worker_parts_are_joined_with_merge_reports(tmp_path, monkeypatch):
     import importlib
 
-    # sys.modules' copies: pytester runs above may have left stale package attributes behind.
-    plugin = importlib.import_module("pytest_rllm.plugin")
+    # sys.modules' copy: pytester runs above may have left stale package attributes behind.
     jsonio = importlib.import_module("pytest_rllm.report.jsonio")
     calls = []
     real_merge = jsonio.merge_reports
     monkeypatch.setattr(jsonio, "merge_reports", lambda parts, meta=None: calls.append(parts) or real_merge(parts, meta))
     jsonio.write_json_report(tmp_path / "gw0.json", [{"name": "b/main"}], [], {"timings": {"generation": 2.0}})
     jsonio.write_json_report(tmp_path / "gw1.json", [{"name": "a/main"}], [], {"timings": {"generation": 3.0}})
-    runs, timings = plugin._merge_worker_parts([{"name": "c/main"}], [{"generation": 1.0}], tmp_path)
+    runs, timings = jsonio.merge_worker_parts([{"name": "c/main"}], [{"generation": 1.0}], tmp_path)
     assert len(calls) == 1
     assert [r["name"] for r in runs] == ["a/main", "b/main", "c/main"]
     assert timings == [{"generation": 1.0}, {"generation": 2.0}, {"generation": 3.0}]

@@ -5,10 +5,11 @@ workload, records, timelines, summary; a check is ``CheckOutcome.to_dict()``),
 so the xdist controller can render what its workers sent, and so can anyone
 holding an old JSON report.
 
-Modules: ``terminal`` (summary lines), ``jsonio`` (JSON write, read, merge),
-``junit`` (JUnit properties), ``html`` and ``plots`` (the HTML page),
-``findings`` (rows read from test reports), ``benchmark`` (pytest-benchmark
-export), ``values`` (shared helpers).
+Modules: ``terminal`` (summary lines), ``header`` (report header lines),
+``jsonio`` (JSON write, read, merge, xdist parts), ``files`` (the report files
+written at session end), ``junit`` (JUnit properties), ``html`` and ``plots``
+(the HTML page), ``findings`` (rows read from test reports), ``benchmark``
+(pytest-benchmark export), ``values`` (shared helpers).
 
 Names are re-exported lazily: pytest imports the plugin on every run, and
 baseline_outcome imports pytest_rllm.properties while the report modules import baseline_outcome,
@@ -25,9 +26,11 @@ _HOME = {
     "CHECK_PROPERTY": "pytest_rllm.properties", "CLAIM_PROPERTY": "pytest_rllm.properties",
     "EVIDENCE_PROPERTY": "pytest_rllm.properties", "FINDING_PROPERTY": "pytest_rllm.properties",
     "latencies": "values", "run_name": "values",
-    "check_lines": "terminal", "run_line": "terminal", "summary_lines": "terminal",
+    "check_lines": "terminal", "run_line": "terminal", "summary_lines": "terminal", "section_lines": "terminal",
+    "header_lines": "header",
     "REPORT_SCHEMA_VERSION": "jsonio", "merge_reports": "jsonio", "read_json_report": "jsonio",
-    "write_json_report": "jsonio",
+    "write_json_report": "jsonio", "merge_worker_parts": "jsonio", "write_worker_part": "jsonio",
+    "report_meta": "files", "write_reports": "files",
     "KEY_METRICS": "junit", "junit_properties": "junit",
     "export_benchmark_json": "benchmark",
     "checks_from_user_properties": "findings", "expected_failure": "findings", "finding": "findings",

@@ -53,3 +53,17 @@ def merge_reports(parts: Iterable[Mapping[str, Any]], meta: Mapping[str, Any] | 
     checks.sort(key=lambda c: (str(c.get("nodeid")), str(c.get("name"))))
     return {"schema_version": REPORT_SCHEMA_VERSION, "meta": dict(meta or {}), "runs": runs, "checks": checks,
             "engines": engine_identities(runs)}
+
+
+def write_worker_part(parts_dir: str | os.PathLike[str], worker: str, runs: Sequence[Mapping[str, Any]],
+                      timings: Mapping[str, Any]) -> Path:
+    """xdist worker: its runs and engine timings, as <worker>.json in the controller's parts folder."""
+    return write_json_report(Path(parts_dir) / f"{worker}.json", runs, [], {"timings": timings})
+
+
+def merge_worker_parts(runs: list[dict[str, Any]], timings: list[dict[str, Any]],
+                       parts_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """xdist controller: the runs of every worker's part joined to `runs` by merge_reports, and each part's timings."""
+    parts = [read_json_report(part) for part in sorted(parts_dir.glob("*.json"))]
+    merged = merge_reports([{"runs": runs}, *parts])
+    return merged["runs"], [*timings, *[(part.get("meta") or {}).get("timings") or {} for part in parts]]

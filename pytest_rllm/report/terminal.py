@@ -1,4 +1,8 @@
-"""The "rllm" section of pytest's terminal summary: the engines, a line per configuration, then the notable baseline checks."""
+"""The "rllm" section of pytest's terminal summary, as lines.
+
+The engines, a line per configuration, the notable baseline checks, the A/B
+table, the findings, and where the time to verdict went.
+"""
 
 from __future__ import annotations
 
@@ -95,3 +99,44 @@ def ab_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     counts = {v: sum(1 for r in rows if r.get("verdict") == v) for v in VERDICTS}
     lines.append("A/B verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".")
     return lines
+
+
+def finding_lines(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A counting line of the verdicts, each verdict other than "holds" with its last evidence line, then the strict-mode hint."""
+    lines = []
+    if findings:
+        counts: dict[str, int] = {}
+        for f in findings:
+            counts[f["verdict"]] = counts.get(f["verdict"], 0) + 1
+        lines.append("findings: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + ".")
+    for f in findings:
+        if f["verdict"] == "holds":
+            continue
+        first = (f.get("evidence") or "").splitlines()
+        lines.append(f"{f['verdict'].upper()} {f['nodeid']}: {f['claim']}" + (f" -- {first[-1]}" if first else ""))
+    if any(f["verdict"] == "holds" for f in findings) and any(f["verdict"] == "flagged" for f in findings):
+        lines.append("Strict mode for gates: -W error::pytest_rllm.FindingFlag turns flags into failures.")
+    return lines
+
+
+def timing_lines(timings: Sequence[Mapping[str, Any]], total: float) -> list[str]:
+    """Where the time to verdict went, per process that ran engines: engine start, generation, stop, the rest."""
+    lines = []
+    for t in timings:
+        if not t:
+            continue
+        other = total - t.get("engine_start", 0) - t.get("generation", 0) - t.get("engine_stop", 0)
+        lines.append(f"time to verdict: {total:.1f}s")
+        lines.append(f"  engine start (import + load, {t.get('engines_started', 0)} engines): {t.get('engine_start', 0):.1f}s")
+        lines.append(f"  generation: {t.get('generation', 0):.1f}s")
+        lines.append(f"  engine stop: {t.get('engine_stop', 0):.1f}s")
+        lines.append(f"  collection, analysis and reports: {other:.1f}s")
+    return lines
+
+
+def section_lines(merged: Mapping[str, Any], total: float) -> list[str]:
+    """The whole "rllm" section from the merged result (none when nothing ran or was checked); `total`: seconds so far."""
+    if not (merged["runs"] or merged["checks"] or merged["findings"] or merged.get("ab")):
+        return []
+    return (summary_lines(merged["runs"], merged["checks"]) + ab_lines(merged.get("ab") or [])
+            + finding_lines(merged["findings"]) + timing_lines(merged["timings"], total))
