@@ -283,7 +283,7 @@ def _held_open(run: Any) -> str | None:
 
 
 def ab_tolerances(thresholds: Any) -> dict[str, str]:
-    """The A/B tolerances from the --rllm-threshold names (settings.THRESHOLDS)."""
+    """The A/B tolerances from the --rllm-threshold names (choices.THRESHOLDS)."""
     speed, latency = thresholds("candidate_throughput_pct"), thresholds("candidate_latency_pct")
     return {
         "output_throughput": f"{speed:g}%", "request_throughput": f"{speed:g}%",

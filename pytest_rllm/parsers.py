@@ -227,7 +227,7 @@ def parse_update_mode(text: str) -> str:
 
 
 def parse_tolerances(text: str | list[str]) -> tuple[tuple[str, str], ...]:
-    from pytest_rllm.compare import parse_tolerance
+    from pytest_rllm.tolerance import parse_tolerance
 
     pairs = parse_key_values(text, what="METRIC=TOLERANCE (e.g. ttft_p50=10%,accuracy=2pt)")
     for key, value in pairs:
