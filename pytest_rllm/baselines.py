@@ -34,7 +34,7 @@ from pytest_rllm.tolerance import (
 # Settings that change what a metric means; recorded with the baseline, so a
 # failure can say "the baseline was measured with max_tokens=4096".
 CONFIGURATION_KEYS = (
-    "dataset", "num_prompts", "repeats", "trials", "max_tokens", "temperature", "top_p", "seed",
+    "dataset", "num_prompts", "repeats", "trials", "warm_up", "max_tokens", "temperature", "top_p", "seed",
     "arrival", "max_concurrency", "slo", "accuracy", "engine", "reasoning_parser",
 )
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from pytest_rllm.stats import wilson_interval  # one Wilson interval for the package; report/plots.py imports it from here
-# parse_tolerance is also imported from here by settings.py.
 from pytest_rllm.tolerance import BETTER, Tolerance, parse_tolerance
 
 STATUSES = ("pass", "improved", "inconclusive", "fail", "missing", "extra", "nan")

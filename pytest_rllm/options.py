@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS
 from pytest_rllm.parsers import (
-    SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_candidate_optimizations,
+    SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_candidate_optimizations, parse_count,
     parse_datasets, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_int, parse_list,
     parse_model, parse_optimizations, parse_positive_int, parse_probability, parse_python,
     parse_quantized_models, parse_reasoning_parser, parse_served_model, parse_slo, parse_text, parse_thresholds,
@@ -63,7 +63,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", parse_datasets, ("procedural",), "Data sets to draw prompts from: NAME or NAME=PATH.jsonl, comma separated.", "LIST"),
     Option("num_prompts", parse_positive_int, 100, "Number of items drawn from the data sets (before repeats).", "N"),
     Option("repeats", parse_positive_int, 1, "How many times each item is sent (the study used 3).", "N"),
-    Option("trials", parse_positive_int, 1, "How many times each workload runs on the same engine, after one unmeasured warm-up batch when above 1; the summary gives each metric's mean and interval over the trials.", "N"),
+    Option("trials", parse_positive_int, 1, "How many times each workload runs on the same engine; the summary gives each metric's mean and interval over the trials.", "N"),
+    Option("warm_up", parse_count, 8, "Requests in the unmeasured batch each engine serves before its first measured run, so that first-batch costs (compilation, allocation) stay out of the measurements; 0: none, the first run is measured cold.", "N"),
     Option("max_tokens", parse_positive_int, 4096, "Token budget per request (reasoning included).", "N"),
     Option("temperature", parse_probability, 0.6, "Sampling temperature.", "T"),
     Option("top_p", parse_probability, 0.95, "Sampling top_p.", "P"),

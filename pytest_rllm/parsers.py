@@ -39,6 +39,14 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_count(text: str) -> int:
+    """A whole number, 0 or more."""
+    value = parse_int(text)
+    if value < 0:
+        raise SettingError(f"expected 0 or more, got {value}")
+    return value
+
+
 def parse_int(text: str) -> int:
     try:
         return int(str(text).strip())

@@ -8,6 +8,7 @@ returns a result whose records, timelines, counters and error are final.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +18,6 @@ from pytest_rllm.engines.base import Engine, EngineDied
 from pytest_rllm.records import Item, RequestRecord
 from pytest_rllm.results import RunResult
 from pytest_rllm.settings import RllmSettings
-
-# The warm-up batch: enough concurrent requests to exercise batched decoding
-# once, few enough to cost a fraction of a measured run.
-WARM_UP_REQUESTS = 8
-
 
 @dataclass(frozen=True)
 class Workload:
@@ -155,7 +151,8 @@ class Runner:
 
     def warm_up(self, engine: Engine, workload: Workload, jobs: list[tuple[Item, int]], *, thinking: bool) -> float:
         """One unmeasured batch: first-batch costs (compilation, allocation) stay out of every trial. Returns its seconds."""
-        jobs = jobs[:WARM_UP_REQUESTS]
+        # Prompts the measured runs never send, so that the prefix cache gives none of them a head start.
+        jobs = [(dataclasses.replace(item, prompt=f"(warm-up) {item.prompt}"), r) for item, r in jobs]
         records = [RequestRecord.for_item(item, repeat=r, thinking=thinking) for item, r in jobs]
         t0 = time.perf_counter()
         try:

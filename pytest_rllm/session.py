@@ -23,7 +23,8 @@ from pytest_rllm.reasoning import resolve_reasoning_parser
 from pytest_rllm.records import Item
 from pytest_rllm.results import RunResult
 from pytest_rllm.runner import Runner, Workload
-from pytest_rllm.settings import PRESETS, REFERENCE, RllmSettings
+from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS, REFERENCE
+from pytest_rllm.settings import RllmSettings
 
 
 # The workloads the suites use, in the order a configuration runs them ("main"
@@ -326,12 +327,11 @@ class RllmSession:
         count = trials or self.settings.trials
         jobs = self.workload_items(workload)
         thinking = workload.thinking and label != REFERENCE
-        # Trials are compared with each other, so the first must not pay first-batch costs
-        # (vLLM 0.31.0 on CPU: 30 s). A single run keeps them, as every run did before trials:
-        # the engine tests count its requests and time a hang from the first one.
-        if self._warmed is not engine and max(count, self.settings.trials) > 1:
+        # The first measured run must not pay first-batch costs (vLLM 0.31.0 on CPU: 30 s),
+        # which no baseline of warmed-up runs saw.
+        if self._warmed is not engine and self.settings.warm_up > 0:
             self._warmed = engine
-            self.timings.warm_up += self.runner.warm_up(engine, workload, jobs, thinking=thinking)
+            self.timings.warm_up += self.runner.warm_up(engine, workload, jobs[: self.settings.warm_up], thinking=thinking)
         arrival, rate_source = self.arrival_for(workload)
         results = []
         for index in range(count):
@@ -358,8 +358,6 @@ class RllmSession:
 
 
 def resolve_model(model: str) -> str:
-    from pytest_rllm.settings import EMBEDDED_MODEL
-
     if model == EMBEDDED_MODEL:
         from pytest_rllm.pocket import MODEL_DIR
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS
-from pytest_rllm.choices import REFERENCE  # noqa: F401  re-export: session.py imports it from here
 from pytest_rllm.options import OPTIONS_BY_NAME, raw_values
 from pytest_rllm.parsers import SettingError, parse_served_model
 
@@ -72,6 +71,7 @@ class RllmSettings:
     num_prompts: int = 100
     repeats: int = 1
     trials: int = 1
+    warm_up: int = 8
     max_tokens: int = 4096
     temperature: float = 0.6
     top_p: float = 0.95

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rllm.checks.finding import cpu_spec_decoding_bug
-from pytest_rllm.checks.serving import speed_noise, serving_metrics, serving_tolerances
+from pytest_rllm.checks.serving import recorded_warm, speed_noise, serving_metrics, serving_tolerances
 from pytest_rllm.compare import UPDATE_FLAG
 
 # Speculative decoding corrupts outputs on vLLM's CPU build, so its accuracy is noise there.
@@ -28,10 +28,9 @@ def test_serving_metrics_match_baseline(preset_run, rllm_baseline, rllm_settings
     tolerances = serving_tolerances(rllm_baseline.hardware_key, rllm_settings.trials)
     metrics = serving_metrics(preset_run)
     noise = speed_noise(preset_run)
-    if noise is None and rllm_settings.trials == 1 and (rllm_baseline.stored_configuration().get("trials") or 1) > 1:
-        # Trials are warmed up and a single run is not: its first batch pays the engine's
-        # first-batch costs (TTFT 2.4 s against 0.4 s measured), which the baseline never saw.
-        noise = ("a single cold run against a baseline of warmed-up trials; "
-                 "pass --rllm-trials=3 or more to judge speed")
+    if noise is None and rllm_settings.warm_up == 0 and recorded_warm(rllm_baseline.stored_configuration()):
+        # A cold first batch pays the engine's first-batch costs (TTFT 2.4 s against 0.4 s
+        # measured), which the baseline never saw.
+        noise = "a cold run (--rllm-warm-up=0) against a baseline of warmed-up runs"
     rllm_baseline.check(metrics, tolerances={k: v for k, v in tolerances.items() if v is not None and k in metrics},
                         speed_noise=noise)

@@ -24,7 +24,8 @@ def make_session(model: str, tmp_path: Path, **options: str) -> RllmSession:
 
 @pytest.fixture(scope="module")
 def server_run(engine_model, tmp_path_factory):
-    session = make_session(engine_model, tmp_path_factory.mktemp("logs"))
+    # The server's histograms are compared with one run's records: no warm-up requests in between.
+    session = make_session(engine_model, tmp_path_factory.mktemp("logs"), warm_up="0")
     try:
         before = None
         engine = session._engine_for("baseline")

@@ -154,6 +154,8 @@ def scenario(engine_model, tmp_path_factory):
         "--rllm-arrival=concurrency:1", f"--rllm-request-timeout={REQUEST_TIMEOUT}s",
         f"--rllm-run-timeout={RUN_TIMEOUT}s", "--rllm-startup-timeout=300s",
         "--rllm-report=report.json", "--junitxml=junit.xml",
+        # The faults are timed from the first request the scenario sees: no warm-up batch before it.
+        "--rllm-warm-up=0",
     ]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -125,7 +125,8 @@ def free_port() -> int:
 
 
 def endpoint_session(url: str, **options: str) -> RllmSession:
-    raw = {"endpoint": url, "num_prompts": "3", "max_tokens": "32", "optimizations": "baseline", **options}
+    # The scripted endpoint answers requests in the order they come: no warm-up batch takes the script's first answers.
+    raw = {"endpoint": url, "num_prompts": "3", "max_tokens": "32", "optimizations": "baseline", "warm_up": "0", **options}
     return RllmSession(RllmSettings.from_values(raw))
 
 

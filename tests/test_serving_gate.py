@@ -18,6 +18,7 @@ from pytest_rllm.checks.serving import (
     HOST_BUSY_SHARE,
     SPEED_METRICS,
     hardware_class,
+    recorded_warm,
     speed_noise,
     serving_metrics,
     serving_tolerances,
@@ -56,6 +57,20 @@ def test_trials_is_an_option_with_an_ini_twin_and_rejects_zero():
     assert RllmSettings().trials == 1
     with pytest.raises(SettingError, match="--rllm-trials / rllm_trials"):
         RllmSettings.from_values({"trials": "0"})
+
+
+def test_warm_up_is_an_option_with_an_ini_twin_zero_turns_it_off_and_it_is_recorded():
+    from pytest_rllm.baselines import configuration_of
+
+    assert RllmSettings().warm_up == 8 and RllmSettings.from_values({"warm_up": "0"}).warm_up == 0
+    with pytest.raises(SettingError, match="--rllm-warm-up / rllm_warm_up"):
+        RllmSettings.from_values({"warm_up": "-1"})
+    assert configuration_of(RllmSettings.from_values({"warm_up": "3"}))["warm_up"] == 3
+
+
+def test_a_baseline_is_warm_when_recorded_with_a_warm_up_or_before_the_option_with_trials():
+    assert recorded_warm({"warm_up": 8, "trials": 1}) and not recorded_warm({"warm_up": 0, "trials": 7})
+    assert recorded_warm({"trials": 7}) and not recorded_warm({"trials": 1}) and not recorded_warm({})
 
 
 def test_combined_trials_give_the_mean_and_a_t_interval_of_the_serving_metrics():

@@ -172,3 +172,10 @@ def speed_noise(run: Any) -> str | None:
         return (f"in {which} a request ran to the token budget (--rllm-max-tokens) and held the batch open; "
                 f"--rllm-trials=3 or more lets the median see past it")
     return None
+
+
+def recorded_warm(configuration: dict[str, Any]) -> bool:
+    """Whether a baseline was recorded after a warm-up batch (files from before --rllm-warm-up: when it had trials)."""
+    if "warm_up" in configuration:
+        return (configuration["warm_up"] or 0) > 0
+    return (configuration.get("trials") or 1) > 1

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_rllm.settings import PRESETS, RllmSettings
+from pytest_rllm.choices import PRESETS
+from pytest_rllm.settings import RllmSettings
 
 
 class PresetUnavailable(Exception):
