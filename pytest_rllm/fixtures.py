@@ -101,6 +101,23 @@ def reference_run(rllm_run: Any, rllm_settings: Any) -> Any:
 
 
 @pytest.fixture
+@plans(lambda settings, param: [("baseline", "main")])
+def rllm_reasoning_model(rllm_run: Any) -> Any:
+    """For findings only a reasoning model makes: skips, with what was measured, when the baseline run showed no reasoning.
+
+        def test_thinking_pays(rllm_reasoning_model, baseline_run, reference_run, rllm_finding): ...
+
+    The answer is the same for every test: it is read from the one cached baseline run.
+    """
+    from pytest_rllm.checks.reasoning_evidence import reasoning_evidence
+
+    evidence = reasoning_evidence(rllm_run("baseline", "main"))
+    if not evidence.is_reasoning_model:
+        pytest.skip(evidence.skip_reason())
+    return evidence
+
+
+@pytest.fixture
 def rllm_finding(rllm_settings: Any, request: pytest.FixtureRequest) -> Any:
     """The test's finding checks, each recorded on its report as a typed verdict.
 

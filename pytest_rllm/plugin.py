@@ -14,7 +14,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from pytest_rllm.fixtures import baseline_run, gamma_run, preset_run, reference_run, rllm_ab, rllm_finding  # noqa: F401
+from pytest_rllm.fixtures import (  # noqa: F401  registered as the plugin's fixtures
+    baseline_run, gamma_run, preset_run, reference_run, rllm_ab, rllm_finding, rllm_reasoning_model,
+)
 from pytest_rllm.fixtures import served_model_of
 from pytest_rllm.hardware import hardware_key_for, worker_gpu_ids
 from pytest_rllm.options import add_options

@@ -35,7 +35,7 @@ def difficulty_metrics(run) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("quantity", ["output_tokens", "e2e"])
-def test_harder_tasks_run_longer(baseline_run, rllm_finding, quantity):
+def test_harder_tasks_run_longer(rllm_reasoning_model, baseline_run, rllm_finding, quantity):
     """Output length and E2E time rise with difficulty (Spearman), and the hardest level's mean exceeds the easiest's."""
     done = [r for r in baseline_run.records if r.ok]
     rho, p = spearman([r.difficulty for r in done], [float(getattr(r, quantity)) for r in done])

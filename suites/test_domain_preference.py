@@ -42,7 +42,7 @@ def domain_metrics(run) -> dict[str, Measurement]:
     return metrics
 
 
-def test_reasoning_beats_the_plain_reference_overall(baseline_run, reference_run, rllm_finding):
+def test_reasoning_beats_the_plain_reference_overall(rllm_reasoning_model, baseline_run, reference_run, rllm_finding):
     """With thinking, accuracy beats the plain reference by a margin (paired, 95%)."""
     plain = reference_run.accuracy()["by_domain"]
     for name, cell in baseline_run.accuracy()["by_domain"].items():
@@ -58,7 +58,10 @@ def test_accuracy_differs_by_domain(baseline_run, rllm_finding):
     if len(cells) < 2:
         pytest.skip(f"the data set has one domain ({', '.join(cells)}): nothing to compare")
     p = proportions_differ([(c["correct"], c["n"]) for c in cells.values()])
-    rllm_finding.require(p == p, "every answer was right (or every one wrong): accuracy cannot differ by domain")
+    if p != p:
+        # Every answer right (or every one wrong): the sample cannot tell, which is not a failure.
+        pytest.skip("inconclusive: every answer was right (or every one wrong), so accuracy cannot differ by "
+                    "domain in this sample; raise --rllm-num-prompts or --rllm-max-tokens")
     rllm_finding.evidence(f"chi-square p={p:.2g}")
     if p >= 0.05:
         # Not a pass: the sample cannot tell. More items (--rllm-num-prompts) or repeats decide it.

@@ -32,7 +32,7 @@ def test_output_lengths_keep_a_long_tail_under_gamma_arrivals(gamma_summary, rll
                           "output length p99/p50 under Gamma arrivals")
 
 
-def test_runtime_follows_difficulty_under_gamma_arrivals(gamma_run, gamma_summary, rllm_finding):
+def test_runtime_follows_difficulty_under_gamma_arrivals(rllm_reasoning_model, gamma_run, gamma_summary, rllm_finding):
     """Output length still rises with difficulty (Spearman) under Gamma arrivals."""
     done = [r for r in gamma_run.records if r.ok]
     rho, p = spearman([r.difficulty for r in done], [float(r.output_tokens) for r in done])

@@ -19,7 +19,7 @@ def against_reference(run, reference_run) -> dict[str, float]:
     return {**s, **ratios}
 
 
-def test_reasoning_uses_more_kv_cache_than_the_plain_reference(baseline_run, reference_run, rllm_finding):
+def test_reasoning_uses_more_kv_cache_than_the_plain_reference(rllm_reasoning_model, baseline_run, reference_run, rllm_finding):
     """The reasoning run holds far more KV-cache memory-time (usage x seconds) than the plain reference on the same items."""
     s, ref = baseline_run.summary(), reference_run.summary()
     data = against_reference(baseline_run, reference_run)

@@ -116,3 +116,57 @@ def test_the_readme_shows_a_shipped_suite_module_whole():
     readme = (root / "README.md").read_text()
     module = (root / "suites" / "test_stragglers.py").read_text()
     assert f"```python\n{module}```" in readme, "README's 'Writing your own checks' no longer shows suites/test_stragglers.py as shipped"
+
+
+# --------------------------------------------------------------------------- is this a reasoning model?
+
+REASONING_SUITE = """
+import pytest
+from types import SimpleNamespace
+from pytest_rllm.records import RequestRecord
+
+@pytest.fixture
+def rllm_run():
+    def run(label, workload):
+        records = [RequestRecord("i%d" % i, "arithmetic", 1.0, "1", "exact", t_sent=0.0, t_done=1.0,
+                                 reasoning_text=REASONING if i < WITH else "") for i in range(16)]
+        return SimpleNamespace(records=records, engine={"reasoning_parser": None})
+    return run
+
+def test_reasoning_finding(rllm_reasoning_model):
+    assert rllm_reasoning_model.with_reasoning == WITH
+
+def test_other_check(rllm_run):
+    pass
+"""
+
+
+@pytest.mark.parametrize("with_reasoning", [0, 16])
+def test_reasoning_findings_skip_with_the_count_measured_when_the_model_does_not_reason(pytester, with_reasoning):
+    pytester.makepyfile(test_suite=REASONING_SUITE.replace("WITH", str(with_reasoning)).replace("REASONING", "'step by step'"))
+    result = pytester.runpytest("-rs")
+    if with_reasoning:
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*not a reasoning model: 0 of 16 replies had reasoning in the baseline run "
+                                     "(the server's reasoning parser: none)*--rllm-model*"])
+
+
+def test_reasoning_evidence_counts_completed_replies_to_thinking_prompts():
+    from types import SimpleNamespace
+
+    from pytest_rllm.checks.reasoning_evidence import reasoning_evidence
+    from pytest_rllm.records import RequestRecord
+
+    def record(reasoning: str, *, ok: bool = True, thinking: bool = True, tokens: int | None = None) -> RequestRecord:
+        return RequestRecord("i", "math", 1.0, "1", "exact", t_sent=0.0, t_done=1.0 if ok else None,
+                             reasoning_text=reasoning, thinking=thinking, reasoning_tokens=tokens)
+
+    run = SimpleNamespace(records=[record("hm"), record(""), record("", tokens=12), record("x", ok=False),
+                                   record("y", thinking=False)], engine={})
+    evidence = reasoning_evidence(run)
+    assert (evidence.replies, evidence.with_reasoning, evidence.parser) == (3, 2, None)
+    assert evidence.is_reasoning_model and "2 of 3 replies had reasoning" in evidence.text()
+    assert not reasoning_evidence(SimpleNamespace(records=[record("")] * 4, engine={})).is_reasoning_model
+    assert not reasoning_evidence(SimpleNamespace(records=[], engine={})).is_reasoning_model
