@@ -30,7 +30,7 @@ def test_reasoning_uses_more_kv_cache_than_the_plain_reference(rllm_reasoning_mo
     rllm_finding.at_least(data["kv_area_ratio_vs_reference"], "kv_area_ratio", "KV memory-time ratio reasoning/reference")
 
 
-def test_reasoning_kv_cache_usage_fluctuates(baseline_run, rllm_finding):
+def test_reasoning_kv_cache_usage_fluctuates(rllm_reasoning_model, baseline_run, rllm_finding):
     """KV-cache usage swings widely during a reasoning run (high coefficient of variation)."""
     s = baseline_run.summary()
     rllm_finding.evidence(f"KV usage min {fmt(s.get('kv_cache_usage_min'), '.2%')}, "
