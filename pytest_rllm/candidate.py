@@ -208,7 +208,7 @@ def accuracy_effect(reference: _Run, candidate: _Run) -> tuple[float, float, flo
 
     recs_a, recs_b = reference.records, candidate.records
     if recs_a and recs_b:
-        from pytest_rllm.accuracy.grading import paired_outcomes
+        from pytest_rllm.accuracy.summary import paired_outcomes
 
         a, b, keys = paired_outcomes(recs_a, recs_b)
         if keys:

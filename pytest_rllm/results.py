@@ -201,7 +201,7 @@ class RunResult:
 
     def accuracy(self) -> dict[str, Any]:
         """Accuracy with Wilson intervals, overall, per domain and per difficulty."""
-        from pytest_rllm.accuracy.grading import accuracy_summary
+        from pytest_rllm.accuracy.summary import accuracy_summary
 
         return accuracy_summary(self.records)
 
@@ -293,7 +293,7 @@ def summarize(run: RunResult) -> dict[str, float]:
     if run.counters_end:
         out.update(counter_deltas(run.counters_start, run.counters_end))
     try:
-        from pytest_rllm.accuracy.grading import accuracy_summary
+        from pytest_rllm.accuracy.summary import accuracy_summary
     except ImportError:  # the accuracy package is optional for pure latency runs
         return out
     acc = accuracy_summary(records)

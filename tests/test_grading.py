@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from pytest_rllm.accuracy import grading
-from pytest_rllm.accuracy.grading import Grade, accuracy_summary, grade, paired_outcomes
+from pytest_rllm.accuracy.grading import Grade, grade
+from pytest_rllm.accuracy.summary import accuracy_summary, paired_outcomes
 from pytest_rllm.records import RequestRecord
 
 
@@ -258,7 +259,7 @@ def test_paired_outcomes_align_by_item_and_repeat() -> None:
 
 def test_importing_grading_stays_light() -> None:
     code = (
-        "import sys, pytest_rllm.accuracy.grading, pytest_rllm.stats\n"
+        "import sys, pytest_rllm.accuracy.grading, pytest_rllm.accuracy.summary, pytest_rllm.stats\n"
         "bad = [m for m in ('vllm', 'torch', 'lm_eval', 'scipy', 'math_verify') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -181,7 +181,7 @@ def sample_records(task: str, task_samples: Iterable[Mapping[str, Any]]) -> list
 
 def builtin_scores(samples: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The built-in grader's accuracy_summary for each task, on lm-eval's own replies."""
-    from pytest_rllm.accuracy.grading import accuracy_summary
+    from pytest_rllm.accuracy.summary import accuracy_summary
 
     return {task: accuracy_summary(sample_records(task, ss)) for task, ss in samples.items()}
 
@@ -200,7 +200,7 @@ def side_by_side(
 ) -> list[dict[str, Any]]:
     """One row per task: lm-eval's score next to the built-in one.
 
-    ``builtin`` maps a task to an :func:`~pytest_rllm.accuracy.grading.accuracy_summary`
+    ``builtin`` maps a task to an :func:`~pytest_rllm.accuracy.summary.accuracy_summary`
     -- from :func:`builtin_scores` (same replies, two scorers) or from a
     RunResult on the same items (same items, two runs). Row::
 

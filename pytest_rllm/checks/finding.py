@@ -73,7 +73,7 @@ class AccuracyComparison:
 
 def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> AccuracyComparison:
     """Is the candidate's accuracy within `points` of the reference's, on the same items (paired, 95%)?"""
-    from pytest_rllm.accuracy.grading import paired_outcomes
+    from pytest_rllm.accuracy.summary import paired_outcomes
     from pytest_rllm.stats import accuracy_within
 
     a, b, _ = paired_outcomes(reference_run.records, candidate_run.records)

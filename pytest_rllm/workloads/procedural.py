@@ -76,18 +76,27 @@ def _digits_lsb(value: int, width: int) -> list[int]:
     return [int(c) for c in reversed(str(value).zfill(width))]
 
 
-def _addition(rng: random.Random, d: int) -> Task:
-    a, b = _number(rng, d), _number(rng, d)
-    lines = [f"{a}+{b}"]
-    carry, out = 0, []
-    for x, y in zip(_digits_lsb(a, d), _digits_lsb(b, d)):
-        total = x + y + carry
-        lines.append(f"{x}+{y}+{carry}={total} c{total // 10}")
+def _with_carries(columns: list[tuple[str, int]]) -> list[str]:
+    """Lines "<shown>+<carry>=<total> c<carry out>", least significant column first, then "=<result>".
+
+    Addition and multiplication by one digit carry alike; only a column's value (x+y or x*b) differs.
+    """
+    lines, carry, out = [], 0, []
+    for shown, value in columns:
+        total = value + carry
+        lines.append(f"{shown}+{carry}={total} c{total // 10}")
         out.append(total % 10)
         carry = total // 10
     if carry:
         out.append(carry)
     lines.append("=" + "".join(map(str, reversed(out))))
+    return lines
+
+
+def _addition(rng: random.Random, d: int) -> Task:
+    a, b = _number(rng, d), _number(rng, d)
+    columns = [(f"{x}+{y}", x + y) for x, y in zip(_digits_lsb(a, d), _digits_lsb(b, d))]
+    lines = [f"{a}+{b}"] + _with_carries(columns)
     return Task("addition", d, f"Compute {a} + {b}.", str(a + b), "\n".join(lines))
 
 
@@ -112,16 +121,7 @@ def _subtraction(rng: random.Random, d: int) -> Task:
 
 def _multiplication(rng: random.Random, d: int) -> Task:
     a, b = _number(rng, d), rng.randint(2, 9)
-    lines = [f"{a}*{b}"]
-    carry, out = 0, []
-    for x in _digits_lsb(a, d):
-        total = x * b + carry
-        lines.append(f"{x}*{b}+{carry}={total} c{total // 10}")
-        out.append(total % 10)
-        carry = total // 10
-    if carry:
-        out.append(carry)
-    lines.append("=" + "".join(map(str, reversed(out))))
+    lines = [f"{a}*{b}"] + _with_carries([(f"{x}*{b}", x * b) for x in _digits_lsb(a, d)])
     return Task("multiplication", d, f"Compute {a} * {b}.", str(a * b), "\n".join(lines))
 
 
