@@ -289,7 +289,7 @@ class RllmSession:
 
     # -- workloads -----------------------------------------------------------------
     def _data_problem(self) -> str | None:
-        from pytest_rllm.workloads.datasets import DatasetError
+        from pytest_rllm.workloads.dataset_errors import DatasetError
 
         try:
             self.items()
