@@ -79,23 +79,20 @@ class RequestRecord:
     def ok(self) -> bool:
         return self.error is None and self.t_done is not None
 
+    def _since_sent(self, t: float | None) -> float | None:
+        return None if self.t_sent is None or t is None else t - self.t_sent
+
     @property
     def ttft(self) -> float | None:
-        if self.t_sent is None or self.t_first_token is None:
-            return None
-        return self.t_first_token - self.t_sent
+        return self._since_sent(self.t_first_token)
 
     @property
     def ttfvt(self) -> float | None:
-        if self.t_sent is None or self.t_first_visible is None:
-            return None
-        return self.t_first_visible - self.t_sent
+        return self._since_sent(self.t_first_visible)
 
     @property
     def e2e(self) -> float | None:
-        if self.t_sent is None or self.t_done is None:
-            return None
-        return self.t_done - self.t_sent
+        return self._since_sent(self.t_done)
 
     @property
     def tpot(self) -> float | None:

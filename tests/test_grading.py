@@ -28,18 +28,9 @@ def rec(
     item: str = "i0",
     repeat: int = 0,
 ) -> RequestRecord:
-    return RequestRecord(
-        item_id=item,
-        domain=domain,
-        difficulty=difficulty,
-        reference=reference,
-        grader=grader,
-        repeat=repeat,
-        reasoning_text=reasoning,
-        answer_text=answer,
-        finish_reason=finish,
-        error=error,
-    )
+    fields = dict(item_id=item, domain=domain, difficulty=difficulty, reference=reference, grader=grader)
+    return RequestRecord(**fields, repeat=repeat, reasoning_text=reasoning, answer_text=answer,
+                         finish_reason=finish, error=error)
 
 
 # -- math ------------------------------------------------------------------------

@@ -12,26 +12,26 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+
+
+def _answers(send_signal_0: Callable[[int, int], None], target: int) -> bool:
+    """Whether signal 0 reaches `target` (a process or a group); one we may not signal still exists."""
+    try:
+        send_signal_0(target, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _answers(os.kill, pid)
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _answers(os.killpg, pgid)
 
 
 def kill_group(pgid: int, grace: float = 5.0) -> None:
