@@ -67,16 +67,9 @@ def speed_kind(metric: str) -> str:
 
 
 HARDWARE_CLASSES = {
-    # Measured on the project's 2-core x86 hosts, embedded model, unchanged vLLM
-    # 0.32.0, quiet host (benchmarks/RESULTS.md, 2026-12-03). Within minutes,
-    # 23 single 100-request runs read 2426-4256 tok/s (and one in eight more had
-    # a runaway request: ~500 tok/s); resampled, the median of 3 trials spreads
-    # 1.58x, the median of 7 1.22x. But the host itself drifts: medians of 7
-    # read 3300 tok/s at 12:10 and 1850-2300 at 13:15-13:25, 1.8x apart, and the
-    # single-core probe moved only 12% with it. A baseline is checked in another
-    # session, often hours later, so on these hosts the band is the drift: 2x.
-    # A 1.5x slowdown is resolved only within one session (WITHIN_SESSION_BAND)
-    # or by interleaving with a reference engine (--rllm-candidate-*).
+    # The band is the host's own drift across sessions, measured in benchmarks/RESULTS.md
+    # ("The serving gate: absolute metrics across sessions"); a 1.5x slowdown is resolved only
+    # within one session (WITHIN_SESSION_BAND) or against an interleaved engine (--rllm-candidate-*).
     "cpu": HardwareClass("cpu", {
         "throughput": ((1, "2x"),),
         "p50": ((1, "2x+0.05"),),
