@@ -84,6 +84,16 @@ def _session_class() -> type:
             if not cand.endpoint and reference_model is not None:
                 self.model = reference_model  # the same model folder the reference serves
 
+        def reasoning_choice(self, spec: Any, label: str) -> Any:
+            python = self.reference_settings.candidate_python
+            if python is None or self.settings.endpoint or label == "reference":
+                return super().reasoning_choice(spec, label)
+            from pytest_rllm.reasoning import choose_reasoning_parser, registered_reasoning_parsers
+
+            # The parser names the candidate's vLLM registers, not this installation's.
+            return choose_reasoning_parser(self.settings.reasoning_parser, spec.model, self.settings,
+                                           registry=lambda: registered_reasoning_parsers(python))
+
         def _make_engine(self, spec: Any, label: str) -> Any:
             python = self.reference_settings.candidate_python
             if self.settings.endpoint or python is None:
@@ -91,14 +101,13 @@ def _session_class() -> type:
             import os
 
             from pytest_rllm.engines.server import VllmServer
-            from pytest_rllm.reasoning import resolve_reasoning_parser
-
             env = dict(os.environ)
             if self.gpu_ids is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_ids)
             return VllmServer(
                 spec,
-                reasoning_parser=resolve_reasoning_parser(self.settings.reasoning_parser, spec.model, self.settings),
+                reasoning_parser=(choice := self.reasoning_choice(spec, label)).parser,
+                split_thinking=choice.split_by_harness,
                 startup_timeout=self.settings.startup_timeout,
                 log_dir=self.log_dir,
                 env=env,

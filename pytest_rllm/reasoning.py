@@ -108,6 +108,14 @@ class ParserChoice:
 
     parser: str | None
     reason: str
+    # False when the model's files show no thinking markers: its replies are all answer, so
+    # the harness must not split them at </think> either (every reply would be filed as reasoning).
+    thinks: bool = True
+
+    @property
+    def split_by_harness(self) -> bool:
+        """Whether the harness splits the reasoning off the text itself (no parser on the server, and a thinking model)."""
+        return self.parser is None and self.thinks
 
     @property
     def text(self) -> str:
@@ -212,16 +220,16 @@ def reasoning_parser_from_files(folder: Path) -> ParserChoice:
             if family in _QWEN3_FAMILY:
                 # Qwen3-Instruct-2507: the template only strips </think> from the history, the model never thinks.
                 return ParserChoice(None, f"model_type {family}, no enable_thinking and no <think> in the "
-                                          "generation prompt: a non-thinking Qwen3 (Instruct-2507)")
+                                          "generation prompt: a non-thinking Qwen3 (Instruct-2507)", thinks=False)
             return ParserChoice("deepseek_r1", "chat template handles <think>...</think>")
-        return ParserChoice(None, "no thinking markers in the chat template")
+        return ParserChoice(None, "no thinking markers in the chat template", thinks=False)
     if _HARMONY_CHANNEL in tokens:
         return ParserChoice("openai_gptoss", "added token <|channel|> (harmony), no chat template")
     if _MISTRAL_THINK in tokens:
         return ParserChoice("mistral", "added token [THINK], no chat template")
     if THINK_CLOSE in tokens:
         return ParserChoice("deepseek_r1", "added token </think>, no chat template")
-    return ParserChoice(None, "no chat template and no thinking markers in the tokens")
+    return ParserChoice(None, "no chat template and no thinking markers in the tokens", thinks=False)
 
 
 def _guess_from_name(model: str) -> ParserChoice:

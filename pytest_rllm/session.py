@@ -19,7 +19,7 @@ from typing import Any
 
 from pytest_rllm.engines.base import Engine, EngineError, EngineStartError, EngineUnsupported
 from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
-from pytest_rllm.reasoning import resolve_reasoning_parser
+from pytest_rllm.reasoning import ParserChoice, choose_reasoning_parser
 from pytest_rllm.records import Item
 from pytest_rllm.results import RunResult
 from pytest_rllm.runner import Runner, Workload
@@ -252,20 +252,25 @@ class RllmSession:
         if settings.engine == "inprocess":
             from pytest_rllm.engines.inprocess import InProcessEngine
 
-            return InProcessEngine(spec)
+            return InProcessEngine(spec, split_thinking=self.reasoning_choice(spec, label).thinks)
         from pytest_rllm.engines.server import VllmServer
 
         env = dict(os.environ)
         if self.gpu_ids is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_ids)
-        parser = None if label == REFERENCE else resolve_reasoning_parser(settings.reasoning_parser, spec.model, settings)
+        choice = self.reasoning_choice(spec, label)
         return VllmServer(
             spec,
-            reasoning_parser=parser,
+            reasoning_parser=choice.parser,
+            split_thinking=choice.split_by_harness,
             startup_timeout=settings.startup_timeout,
             log_dir=self.log_dir,
             env=env,
         )
+
+    def reasoning_choice(self, spec: EngineSpec, label: str) -> ParserChoice:
+        """The reasoning parser for `spec`'s model, from --rllm-reasoning-parser and the model's own files."""
+        return reasoning_choice(self.settings, spec.model, label)
 
     def api_key(self) -> str | None:
         name = self.settings.api_key_env
@@ -355,6 +360,17 @@ class RllmSession:
         # The report lists the run once, its trials inside it.
         self.runs[:] = [r for r in self.runs if r not in result.trials] + [result]
         return _Outcome(result=result)
+
+
+def reasoning_choice(settings: RllmSettings, model: str, label: str = "baseline") -> ParserChoice:
+    """The reasoning parser for `model` (the header's line and the engine's flag come from here)."""
+    if label == REFERENCE:
+        return ParserChoice(None, "the plain reference is served without a parser")
+    if settings.engine == "inprocess" and not settings.endpoint:
+        # No server, so no parser to look up in vLLM's registry (a 5-12 s subprocess).
+        return choose_reasoning_parser(settings.reasoning_parser, model, settings,
+                                       registry=lambda: "the in-process engine runs no parser")
+    return choose_reasoning_parser(settings.reasoning_parser, model, settings)
 
 
 def resolve_model(model: str) -> str:

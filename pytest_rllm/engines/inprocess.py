@@ -42,9 +42,13 @@ from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, series
 class InProcessEngine(EngineContext):
     base_url = None  # no HTTP: requests go to the engine object
 
-    def __init__(self, spec: EngineSpec, *, core_token_counts: bool = True) -> None:
-        """`core_token_counts=False`: per-step DELTA outputs instead (the fallback; tests compare the two)."""
+    def __init__(self, spec: EngineSpec, *, core_token_counts: bool = True, split_thinking: bool = True) -> None:
+        """`core_token_counts=False`: per-step DELTA outputs instead (the fallback; tests compare the two).
+
+        `split_thinking=False`: the model has no thinking markers, so its text is all answer.
+        """
         self.spec = spec
+        self.split_thinking = split_thinking
         self.core_token_counts = core_token_counts
         self.served_model = spec.model
         self.llm: Any = None
@@ -223,6 +227,7 @@ class InProcessEngine(EngineContext):
             "model": self.spec.model,
             "startup_seconds": self.startup_seconds,
             "token_source": "engine-core" if self._new_tokens is not None else "delta-outputs",
+            "split_thinking": self.split_thinking,
         }
 
 

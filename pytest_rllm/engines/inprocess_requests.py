@@ -158,17 +158,19 @@ class InProcessClient:
                 record.error = f"timeout: no complete answer within --rllm-request-timeout={self.options.request_timeout:g}s"
             elif isinstance(outcome, BaseException):
                 record.error = f"engine error: {type(outcome).__name__}: {outcome}"
+            # A model without thinking markers answers in plain text: nothing to split off.
+            thinks = record.thinking and self.engine.split_thinking
             if self.engine._new_tokens is not None:
-                _fill_from_counts(record, stream, self._decode)
+                _fill_from_counts(record, stream, self._decode, thinks)
             else:
-                _fill_from_outputs(record, stream)
+                _fill_from_outputs(record, stream, thinks)
 
     def _decode(self, token_ids: list[int]) -> str:
         # As vLLM's detokenizer does by default (SamplingParams.skip_special_tokens).
         return self._tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
-def _fill_from_counts(record: RequestRecord, stream: RequestStream, decode: Callable[[list[int]], str]) -> None:
+def _fill_from_counts(record: RequestRecord, stream: RequestStream, decode: Callable[[list[int]], str], thinks: bool) -> None:
     """Stamps from the engine core's per-step token counts; text and ids from the final output."""
     counts = list(stream.counts)  # a copy: until the step thread takes an abort it may still append
     if counts:
@@ -183,8 +185,8 @@ def _fill_from_counts(record: RequestRecord, stream: RequestStream, decode: Call
     record.output_tokens = len(token_ids)
     record.finish_reason = completion.finish_reason
     record.t_done = stream.t_done
-    record.reasoning_text, record.answer_text = split_thinking(completion.text, record.thinking)
-    step = first_visible_step([count for _, count in counts], token_ids, record.thinking, decode)
+    record.reasoning_text, record.answer_text = split_thinking(completion.text, thinks)
+    step = first_visible_step([count for _, count in counts], token_ids, thinks, decode)
     if step is not None:
         record.t_first_visible = counts[step][0]
 
@@ -216,9 +218,9 @@ def first_visible_step(counts: list[int], token_ids: list[int], thinking: bool, 
     return low
 
 
-def _fill_from_outputs(record: RequestRecord, stream: RequestStream) -> None:
+def _fill_from_outputs(record: RequestRecord, stream: RequestStream, thinks: bool) -> None:
     """Stamps and text from per-step DELTA outputs (the fallback), as a streaming reader sees them."""
-    splitter = ThinkSplitter(thinking=record.thinking)
+    splitter = ThinkSplitter(thinking=thinks)
     text = StreamedText(record)
     for now, out in list(stream.outputs):  # a copy: see _fill_from_counts
         completion = out.outputs[0]

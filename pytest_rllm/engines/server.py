@@ -70,8 +70,11 @@ class VllmServer(EngineContext, ScrapedMetrics):
         env: dict[str, str] | None = None,
         port: int | None = None,
         python: str | None = None,
+        split_thinking: bool | None = None,
     ) -> None:
         self.spec = spec
+        # Whether the client splits reasoning off the content at </think>; None: when the server has no parser.
+        self.split_thinking = reasoning_parser is None if split_thinking is None else split_thinking
         # Another installation's interpreter (--rllm-candidate-python); None: this one's vLLM.
         self.python = python
         self._python_identity: EngineIdentity | None = None
@@ -221,8 +224,9 @@ class VllmServer(EngineContext, ScrapedMetrics):
     def client(self, options: Any) -> Any:
         from pytest_rllm.client import ChatClient
 
-        # With a parser the server splits reasoning from content; without one the client does.
-        return ChatClient(self.base_url, self.served_model, options, split_thinking=self.reasoning_parser is None)
+        # With a parser the server splits reasoning from content; without one the client does,
+        # unless the model has no thinking markers.
+        return ChatClient(self.base_url, self.served_model, options, split_thinking=self.split_thinking)
 
     def exited(self) -> bool:
         proc = self.proc

@@ -23,6 +23,8 @@ def header_lines(settings: RllmSettings) -> list[str]:
         f"rllm: optimizations={','.join(settings.optimizations)} dataset={','.join(settings.dataset)} "
         f"arrival={settings.arrival} max_tokens={settings.max_tokens} seed={settings.seed}",
     ]
+    if not settings.endpoint:
+        lines.append(f"rllm: {_reasoning_text(settings)}")
     if settings.has_candidate:
         version = ""
         if settings.candidate_python:
@@ -55,3 +57,18 @@ def _endpoint_model_text(settings: RllmSettings) -> str:
     if wanted not in served:
         return f"{wanted} (NOT served by the endpoint, which serves {', '.join(served)})"
     return f"{wanted} (served by the endpoint)"
+
+
+def _reasoning_text(settings: RllmSettings) -> str:
+    """How reasoning is told from the answer: the server's parser, or the harness's split at </think>."""
+    from pytest_rllm.session import reasoning_choice, resolve_model
+
+    try:
+        model = resolve_model(settings.model)
+    except Exception:  # a missing embedded model: the first run says so, with the fix
+        model = settings.model
+    choice = reasoning_choice(settings, model)
+    if settings.engine == "inprocess":
+        how = "the harness splits replies at </think>" if choice.thinks else "replies are all answer"
+        return f"reasoning: {how} ({choice.reason})"
+    return f"reasoning_parser={choice.text}"
