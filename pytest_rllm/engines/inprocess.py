@@ -32,7 +32,14 @@ from typing import Any
 
 from pytest_rllm.client import SamplingOptions
 from pytest_rllm.engines import platform
-from pytest_rllm.engines.base import EngineContext, EngineDied, EngineStartError, EngineUnsupported, is_unsupported
+from pytest_rllm.engines.base import (
+    EngineContext,
+    EngineDied,
+    EngineStartError,
+    EngineUnsupported,
+    exception_reason,
+    is_unsupported,
+)
 from pytest_rllm.engines.identity import EngineIdentity, local_identity, with_module_commit
 from pytest_rllm.engines.spec import EngineSpec
 from pytest_rllm.engines.inprocess_requests import InProcessClient, RequestStream, finish_streams
@@ -74,7 +81,7 @@ class InProcessEngine(EngineContext):
             kwargs.setdefault("disable_log_stats", False)  # LLM.get_metrics() needs the stat loggers
             self.llm = LLM(model=self.spec.model, **kwargs)
         except Exception as exc:  # vLLM raises many types; all mean "did not start"
-            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+            reason = exception_reason(exc)  # the whole message: pydantic puts the field and sentence after line 1
             message = f"in-process vLLM for preset {self.spec.preset!r} (model {self.spec.model}) failed to start.\nEngine's reason: {reason}"
             if self.spec.preset != "baseline" and is_unsupported(reason):
                 raise EngineUnsupported(message, reason=reason) from exc

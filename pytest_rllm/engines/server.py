@@ -199,7 +199,7 @@ class VllmServer(EngineContext, ScrapedMetrics):
             f"Command: {' '.join(self.command())}\n"
             f"Log: {self.log_path}\n--- log tail ---\n{tail}"
         )
-        if self.spec.preset != "baseline" and is_unsupported(reason, log_text):
+        if self.spec.preset != "baseline" and is_unsupported(reason):
             raise EngineUnsupported(message, reason=reason, log_tail=tail)
         raise EngineStartError(message, reason=reason, log_tail=tail)
 
