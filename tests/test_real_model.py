@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+pytestmark = pytest.mark.engine  # ~40 s once built (tools/setup_realmodel.sh, ~1 min)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The suites with findings about reasoning; the others run on any model and pass or fail on its merits.
