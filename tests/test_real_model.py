@@ -31,9 +31,14 @@ def smollm2() -> Path:
         sys.path.pop(0)
     folder = build_smollm2.default_out()
     if not (folder / "pytest-rllm-build.json").exists():
-        missing = [name for name in ("gguf",) if importlib.util.find_spec(name) is None]
-        if missing:
-            pytest.skip(f"SmolLM2 is not built and {', '.join(missing)} is missing: run bash tools/setup_realmodel.sh")
+        import importlib.metadata
+
+        try:
+            importlib.metadata.distribution(build_smollm2.PACKAGE)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"SmolLM2 is not built and {build_smollm2.PACKAGE} is not installed: run bash tools/setup_realmodel.sh")
+        if importlib.util.find_spec("gguf") is None:
+            pytest.skip("SmolLM2 is not built and gguf is not installed: run bash tools/setup_realmodel.sh")
         build_smollm2.build(folder)
     return folder
 
