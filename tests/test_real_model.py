@@ -8,6 +8,7 @@ about reasoning skip once with the count measured instead of failing one by one.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import subprocess
 import sys
@@ -31,8 +32,6 @@ def smollm2() -> Path:
         sys.path.pop(0)
     folder = build_smollm2.default_out()
     if not (folder / "pytest-rllm-build.json").exists():
-        import importlib.metadata
-
         try:
             importlib.metadata.distribution(build_smollm2.PACKAGE)
         except importlib.metadata.PackageNotFoundError:
