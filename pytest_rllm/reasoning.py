@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -266,18 +265,16 @@ def registered_reasoning_parsers(python: str | None = None) -> frozenset[str] | 
 
         if vllm_distribution() is None:
             return "vllm is not installed here"
+    from pytest_rllm.engines.platform import ProbeFailed, json_probe
+
     try:
-        out = subprocess.run([python or sys.executable, "-c", _REGISTRY_PROBE], capture_output=True, text=True,
-                             timeout=REGISTRY_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"reading it failed: {exc}"
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"vllm.reasoning.ReasoningParserManager not readable: {last}"
-    try:
-        return frozenset(json.loads(out.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError):
-        return f"unexpected answer from the registry: {out.stdout[-200:]!r}"
+        return frozenset(json_probe([python or sys.executable, "-c", _REGISTRY_PROBE], timeout=REGISTRY_TIMEOUT_S))
+    except ProbeFailed as failed:
+        if failed.stage == "run":
+            return f"reading it failed: {failed.detail}"
+        if failed.stage == "exit":
+            return f"vllm.reasoning.ReasoningParserManager not readable: {failed.detail.partition(': ')[2]}"
+        return f"unexpected answer from the registry: {failed.detail[-200:]!r}"
 
 
 # Where the installed vLLM lacks the chosen parser: another that splits the same markers.

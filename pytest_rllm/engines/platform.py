@@ -6,6 +6,7 @@ import functools
 import os
 import shutil
 from importlib import metadata
+from typing import Any
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,3 +62,29 @@ def cpu_engine_env(environ: dict[str, str] | None = None, *, cpu_build: bool | N
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
         env.setdefault("OMP_NUM_THREADS", str(cores))
     return env
+
+
+class ProbeFailed(Exception):
+    """A probe in another interpreter did not answer: `stage` is "run", "exit" or "output", `detail` what it said."""
+
+    def __init__(self, stage: str, detail: str) -> None:
+        super().__init__(detail)
+        self.stage, self.detail = stage, detail
+
+
+def json_probe(argv: list[str], timeout: float) -> Any:
+    """Run a probe script (`argv`: interpreter, flags, -c, code) and parse the JSON on its last line of output."""
+    import json
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ProbeFailed("run", str(exc)) from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ProbeFailed("exit", f"{done.returncode}: {last}")
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ProbeFailed("output", done.stdout) from None
