@@ -26,16 +26,19 @@ from pytest_rllm.baseline_store import (
 )
 from pytest_rllm.compare import UPDATE_FLAG, Measurement, compare, failure_message, format_table
 from pytest_rllm.engines.identity import EngineIdentity
+from pytest_rllm.engines.spec import dtype_for
 from pytest_rllm.hardware import slug
+from pytest_rllm.settings import RllmSettings
 from pytest_rllm.tolerance import (
     HOST_SPEED_FAMILIES, Tolerance, default_better, default_tolerance, family_of, lookup, parse_tolerance,
 )
 
 # Settings that change what a metric means; recorded with the baseline, so a
-# failure can say "the baseline was measured with max_tokens=4096".
+# failure can say "the baseline was measured with max_tokens=4096". "dtype" is the
+# one engines served in (engines.spec.dtype_for), not the option's text: "auto" differs by CPU.
 CONFIGURATION_KEYS = (
     "dataset", "num_prompts", "repeats", "trials", "warm_up", "max_tokens", "temperature", "top_p", "seed",
-    "arrival", "max_concurrency", "slo", "accuracy", "engine", "reasoning_parser",
+    "arrival", "max_concurrency", "slo", "accuracy", "engine", "reasoning_parser", "dtype",
 )
 
 
@@ -334,7 +337,13 @@ def select_metrics(data: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[
 
 def configuration_of(settings: Any) -> dict[str, Any]:
     data = settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-    return {k: data[k] for k in CONFIGURATION_KEYS if k in data}
+    configuration = {k: data[k] for k in CONFIGURATION_KEYS if k in data}
+    if isinstance(settings, RllmSettings):
+        if settings.endpoint:
+            configuration.pop("dtype", None)  # the endpoint's dtype is its own, not known here
+        else:
+            configuration["dtype"] = dtype_for(settings).dtype
+    return configuration
 
 
 def baseline_check_for(request: Any, settings: Any, *, hardware_key: str, model: str | Callable[[], str],

@@ -28,6 +28,7 @@ UPDATE_MODES = ("none", "changed", "all")
 REFERENCE = "reference"  # the plain-LLM reference configuration (--rllm-reference-model)
 
 CANDIDATE_ENGINES = ("auto", "both", "one")  # --rllm-candidate-engines
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # --rllm-dtype
 
 # Finding thresholds: name -> (default, meaning). Accuracy thresholds are in percentage points.
 # Kept beside the options so --rllm-threshold names are checked before anything runs.

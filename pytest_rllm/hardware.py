@@ -29,6 +29,10 @@ _ISA_FLAGS = (
 )
 _MAX_NAME = 100
 
+# The flags of a CPU that computes in bf16 natively, per architecture. Without them vLLM's CPU
+# kernels convert bf16 around each operation, slower than float32 throughout (benchmarks/RESULTS.md).
+_NATIVE_BF16_FLAGS = {"x86": ("avx512_bf16", "amx_bf16"), "arm": ("bf16",)}
+
 
 def _lower_slug(text: str) -> str:
     """'Intel(R) Xeon(R) Platinum 8480+' -> 'intel-xeon-platinum-8480'."""
@@ -50,6 +54,15 @@ def _parse_cpuinfo(cpuinfo: str) -> tuple[str, set[str]]:
         elif not flags and name in ("flags", "features"):
             flags = set(value.split())
     return model, flags
+
+
+def native_bf16(cpuinfo: str) -> tuple[list[str], tuple[str, ...]] | None:
+    """(this CPU's native-bf16 flags, the flags looked for) from /proc/cpuinfo text; None where it lists no flags."""
+    _, flags = _parse_cpuinfo(cpuinfo)
+    if not flags:
+        return None
+    wanted = _NATIVE_BF16_FLAGS["arm" if "asimd" in flags else "x86"]
+    return [name for name in wanted if name in flags], wanted
 
 
 def cpu_model_name(cpuinfo: str, machine: str | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS
 from pytest_rllm.parsers import (
     SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_candidate_optimizations, parse_count,
-    parse_datasets, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_int, parse_list,
+    parse_datasets, parse_dtype, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_int, parse_list,
     parse_model, parse_optimizations, parse_positive_int, parse_probability, parse_python,
     parse_quantized_models, parse_reasoning_parser, parse_served_model, parse_slo, parse_text, parse_thresholds,
     parse_tolerances, parse_update_mode,
@@ -56,6 +56,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("quantized_model", parse_quantized_models, (), "Pre-quantized checkpoint for quant-awq / quant-gptq, as METHOD=PATH_OR_ID; repeatable.", "METHOD=PATH", repeatable=True),
     Option("reference_model", parse_model, None, "A plain (non-reasoning) LLM to compare memory and accuracy with; otherwise the same model with thinking off.", "PATH_OR_ID"),
     Option("server_arg", parse_list, (), "Extra argument passed through to the engine, e.g. --rllm-server-arg=--max-model-len=32768; repeatable.", "ARG", repeatable=True),
+    Option("dtype", parse_dtype, "auto", "dtype the engines serve in; 'auto': float32 on a CPU without native bf16 (no avx512_bf16/amx_bf16), bfloat16 on one with it, vLLM's own default on GPUs. --rllm-server-arg=--dtype=... wins over it.", "auto|float32|bfloat16|float16"),
     Option("reasoning_parser", parse_reasoning_parser, "auto", "vLLM --reasoning-parser for the server: auto, deepseek_r1, qwen3, ..., or none.", "NAME"),
     Option("startup_timeout", parse_duration, 600.0, "How long an engine may take to become healthy.", "DURATION"),
     Option("request_timeout", parse_duration, 600.0, "How long one request may take before it is recorded as failed.", "DURATION"),

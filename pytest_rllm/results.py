@@ -138,6 +138,9 @@ class EngineInfo:
     num_gpu_blocks: int | None = None
     cache_dtype: str | None = None
     identity: EngineIdentity = field(default_factory=EngineIdentity)  # version, commit, torch, device, driver
+    dtype: str = ""  # what the engine was given ("auto": vLLM's default), and why
+    dtype_reason: str = ""
+    variant: str = ""  # what the preset ran as on this build, e.g. "fp8_per_channel on CPU"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineInfo:
@@ -148,7 +151,14 @@ class EngineInfo:
             preset=str(data.get("preset", spec.get("preset", ""))), model=str(spec.get("model", data.get("model", ""))),
             engine_args=dict(spec.get("engine_args") or {}), block_size=_int(cache.get("block_size")),
             num_gpu_blocks=_int(cache.get("num_gpu_blocks")), cache_dtype=cache.get("cache_dtype"),
+            dtype=str(spec.get("dtype", "")), dtype_reason=str(spec.get("dtype_reason", "")),
+            variant=str(spec.get("variant", "")),
         )
+
+    @property
+    def description(self) -> str:
+        """The preset, with the variant it ran as where there was one: "quant-fp8 (fp8_per_channel on CPU)"."""
+        return f"{self.preset} ({self.variant})" if self.variant else self.preset
 
     @property
     def kv_capacity_tokens(self) -> int | None:

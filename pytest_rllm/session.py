@@ -11,6 +11,7 @@ is the runner's (runner.py).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -174,7 +175,7 @@ class RllmSession:
             if not self.settings.reference_model:
                 raise PresetUnavailable("no --rllm-reference-model given")
             spec = build_spec("baseline", self.settings, resolve_model(self.settings.reference_model))
-            return EngineSpec(spec.model, REFERENCE, spec.engine_args, spec.extra_server_args)
+            return dataclasses.replace(spec, preset=REFERENCE)  # keeps the dtype and its reason
         return build_spec(label, self.settings, self.model)
 
     # -- engines -------------------------------------------------------------------

@@ -46,6 +46,12 @@ def _check_candidate(values: dict[str, Any]) -> None:
                            "compare it with a server reference: drop --rllm-engine=inprocess")
 
 
+def _check_dtype(values: dict[str, Any]) -> None:
+    if values.get("dtype", "auto") != "auto" and values.get("endpoint"):
+        raise SettingError(f"--rllm-dtype={values['dtype']} applies to engines the harness starts; --rllm-endpoint "
+                           f"serves in the dtype it was started with: pass --dtype where that server starts")
+
+
 def _frozen(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -63,6 +69,7 @@ class RllmSettings:
     quantized_model: tuple[tuple[str, str], ...] = ()
     reference_model: str | None = None
     server_arg: tuple[str, ...] = ()
+    dtype: str = "auto"
     reasoning_parser: str = "auto"
     startup_timeout: float = 600.0
     request_timeout: float = 600.0
@@ -124,6 +131,7 @@ class RllmSettings:
         if endpoint_mode:
             values.setdefault("model", "")
         _check_candidate(values)
+        _check_dtype(values)
         return cls(**values)
 
     @property

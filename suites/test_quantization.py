@@ -25,6 +25,8 @@ def test_quantization_speed_is_reported_and_slowdown_flagged(baseline_run, prese
     ratios = speed_ratios(base, quant)
     for key, value in ratios.items():
         rllm_finding.evidence(f"{key}: x{fmt(value)}")
+    if preset_run.engine_info.variant:
+        rllm_finding.evidence(f"{preset_run.label} ran as {preset_run.engine_info.variant}")
     for run in (baseline_run, preset_run):
         info = run.engine_info
         if info.kv_capacity_tokens:

@@ -8,7 +8,7 @@ import pytest
 
 from pytest_rllm.choices import PRESETS
 from pytest_rllm.engines.base import engine_reason, is_unsupported
-from pytest_rllm.engines.spec import PresetUnavailable, build_spec
+from pytest_rllm.engines.spec import PresetUnavailable, build_spec, choose_dtype
 from pytest_rllm.settings import RllmSettings
 
 SETTINGS = RllmSettings.from_values({"seed": "3"})
@@ -79,3 +79,102 @@ def test_a_bad_path_is_a_failure_not_a_skip():
 def test_a_kernel_missing_from_the_build_is_a_skip():
     reason = engine_reason("RuntimeError: _C::static_scaled_fp8_quant() expected at most 0 argument(s) but received 4 argument(s). Declaration: _C::static_scaled_fp8_quant() -> ()")
     assert is_unsupported(reason)
+
+
+def test_a_kernel_left_out_of_the_build_is_a_skip():
+    # torch's own words when the loaded kernel library lacks an op (cpu_gemm_wna16 is not in _C_AVX2).
+    reason = engine_reason("AttributeError: '_OpNamespace' '_C' object has no attribute 'cpu_gemm_wna16'")
+    assert reason.startswith("AttributeError") and is_unsupported(reason)
+    assert not is_unsupported(engine_reason("AttributeError: 'NoneType' object has no attribute 'shape'"))
+
+
+# --------------------------------------------------------------------------- dtype and CPU variants
+
+AVX2_CPU = "processor\t: 0\nmodel name\t: AMD EPYC 7763\nflags\t: fpu sse2 avx avx2 fma\n"
+AMX_CPU = "processor\t: 0\nmodel name\t: Intel Xeon\nflags\t: avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """machine(cpu_build, cpuinfo): what build_spec sees as this machine's vLLM build and /proc/cpuinfo."""
+    from pytest_rllm import hardware
+    from pytest_rllm.engines import platform
+
+    def pretend(cpu_build: bool, cpuinfo: str) -> None:
+        monkeypatch.setattr(platform, "is_cpu_build", lambda: cpu_build)
+        monkeypatch.setattr(hardware, "_cpuinfo_text", lambda: cpuinfo)
+
+    return pretend
+
+
+@pytest.mark.parametrize(
+    ("cpu_build", "cpuinfo", "dtype", "engine_arg", "reason"),
+    [
+        (True, AVX2_CPU, "float32", "float32", "this CPU has no native bf16: no avx512_bf16/amx_bf16"),
+        (True, AMX_CPU, "bfloat16", "bfloat16", "this CPU has native bf16: avx512_bf16, amx_bf16"),
+        (True, "processor\t: 0\n", "auto", None, "vLLM's default: this CPU's flags are unknown (no flags in /proc/cpuinfo)"),
+        (False, AVX2_CPU, "auto", None, "vLLM's default: the model's own dtype"),  # GPUs: vLLM decides
+    ],
+)
+def test_auto_dtype_serves_float32_where_the_cpu_lacks_native_bf16(cpu_build, cpuinfo, dtype, engine_arg, reason):
+    choice = choose_dtype("auto", (), cpu_build=cpu_build, cpuinfo=cpuinfo)
+    assert (choice.dtype, choice.engine_arg, choice.reason) == (dtype, engine_arg, reason)
+
+
+def test_an_explicit_dtype_is_served_on_any_cpu_and_says_it_was_asked_for():
+    choice = choose_dtype("bfloat16", (), cpu_build=True, cpuinfo=AVX2_CPU)
+    assert (choice.dtype, choice.engine_arg, choice.text) == ("bfloat16", "bfloat16", "bfloat16 (--rllm-dtype=bfloat16)")
+
+
+@pytest.mark.parametrize("server_args", [("--dtype=float16",), ("--dtype", "float16"), ("--max-model-len=512", "--dtype=float16")])
+def test_a_dtype_among_the_server_args_wins_and_is_passed_once(server_args):
+    choice = choose_dtype("bfloat16", server_args, cpu_build=True, cpuinfo=AVX2_CPU)
+    assert choice.dtype == "float16" and choice.engine_arg is None
+    assert choice.reason == "--rllm-server-arg=--dtype=float16, over --rllm-dtype=bfloat16"
+    assert choose_dtype("auto", server_args, cpu_build=True, cpuinfo=AVX2_CPU).reason == "--rllm-server-arg=--dtype=float16"
+
+
+def test_the_spec_carries_the_chosen_dtype_and_why(machine):
+    machine(True, AVX2_CPU)
+    spec = build_spec("baseline", SETTINGS, "m")
+    flags = spec.server_flags()
+    assert spec.args()["dtype"] == "float32" and flags[flags.index("--dtype") + 1] == "float32"
+    assert spec.to_dict()["dtype"] == "float32" and "no native bf16" in spec.to_dict()["dtype_reason"]
+    overridden = build_spec("baseline", SETTINGS.replace(dtype="float32", server_arg=("--dtype=bfloat16",)), "m")
+    assert "dtype" not in overridden.args() and overridden.dtype == "bfloat16"
+    assert overridden.server_flags().count("--dtype=bfloat16") == 1 and overridden.llm_kwargs()["dtype"] == "bfloat16"
+    machine(False, AVX2_CPU)
+    assert "dtype" not in build_spec("baseline", SETTINGS, "m").args()  # GPUs keep vLLM's default
+
+
+def test_quant_fp8_runs_as_fp8_per_channel_on_the_cpu_build_and_says_so(machine):
+    machine(True, AVX2_CPU)
+    spec = build_spec("quant-fp8", SETTINGS, "m")
+    assert spec.args()["quantization"] == "fp8_per_channel" and spec.preset == "quant-fp8"
+    assert spec.description == "quant-fp8 (fp8_per_channel on CPU)" and spec.to_dict()["variant"] == "fp8_per_channel on CPU"
+    assert build_spec("quant-int8", SETTINGS, "m").variant == ""  # int8 weight-only is the CPU's own method
+    machine(False, AVX2_CPU)
+    gpu = build_spec("quant-fp8", SETTINGS, "m")
+    assert gpu.args()["quantization"] == "fp8" and gpu.variant == "" and gpu.description == "quant-fp8"
+
+
+@pytest.mark.parametrize("preset", ["quant-fp8", "quant-int8"])
+def test_a_half_precision_only_method_serves_in_bfloat16_where_auto_chose_float32(machine, preset):
+    machine(True, AVX2_CPU)
+    spec = build_spec(preset, SETTINGS, "m")
+    assert spec.dtype == "bfloat16" and "takes bfloat16/float16 only" in spec.dtype_reason
+    assert build_spec("baseline", SETTINGS, "m").dtype == "float32"
+    # A float32 the user asked for is passed on: vLLM's refusal then skips the preset, quoted.
+    assert build_spec(preset, SETTINGS.replace(dtype="float32"), "m").dtype == "float32"
+    machine(True, AMX_CPU)
+    assert build_spec(preset, SETTINGS, "m").dtype == "bfloat16" and "native bf16" in build_spec(preset, SETTINGS, "m").dtype_reason
+
+
+def test_baselines_record_the_dtype_served_not_the_options_text(machine):
+    from pytest_rllm.baselines import configuration_of
+
+    machine(True, AVX2_CPU)
+    assert configuration_of(SETTINGS)["dtype"] == "float32"
+    machine(True, AMX_CPU)
+    assert configuration_of(SETTINGS)["dtype"] == "bfloat16"
+    assert "dtype" not in configuration_of(RllmSettings.from_values({"endpoint": "http://127.0.0.1:8000"}))

@@ -13,6 +13,7 @@ from pytest_rllm.hardware import (
     detect_hardware_key,
     gpu_hardware_key,
     gpu_ids_for_worker,
+    native_bf16,
     safe_name,
     slug,
     worker_index,
@@ -124,3 +125,22 @@ def test_too_few_gpus_names_the_fix() -> None:
         gpu_ids_for_worker("gw0", 1, 0)
     with pytest.raises(ValueError, match="worker id"):
         worker_index("worker-1")
+
+
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU part\t: 0xd40\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "found"),
+    [
+        (SAPPHIRE, (["amx_bf16"], ("avx512_bf16", "amx_bf16"))),
+        (EPYC, ([], ("avx512_bf16", "amx_bf16"))),
+        (SKYLAKE, ([], ("avx512_bf16", "amx_bf16"))),  # AVX-512 without its bf16 extension
+        (GRAVITON, ([], ("bf16",))),
+        (GRAVITON3, (["bf16"], ("bf16",))),
+        ("processor\t: 0\nmodel name\t: POWER9\n", None),  # no flags line: not known
+        ("", None),
+    ],
+)
+def test_native_bf16_reads_the_flags_of_the_cpus_architecture(cpuinfo, found):
+    assert native_bf16(cpuinfo) == found

@@ -335,3 +335,29 @@ def test_the_rllm_section_and_the_html_name_each_engine(runs: list[dict], checks
     engines = page[page.index("<h2>Engines</h2>"):page.index("<h2>Configurations</h2>")]
     assert "1a2b3c4d5e6f" in engines and "0.31.0" in engines and "kv-fp8-e4m3/main" in engines
     assert engines.count("<tr>") == 3  # the heading and one row per engine
+
+
+def test_a_preset_run_as_its_cpu_variant_is_named_in_the_section_the_html_and_the_engine_info(runs: list[dict]) -> None:
+    from pytest_rllm.results import EngineInfo
+
+    fp8 = fake_run("quant-fp8", 1.0, 0.6)
+    fp8["engine"] = {"preset": "quant-fp8", "spec": {"preset": "quant-fp8", "dtype": "float32", "variant": "fp8_per_channel on CPU",
+                                                     "dtype_reason": "this CPU has no native bf16: no avx512_bf16/amx_bf16"}}
+    lines = summary_lines(runs + [fp8, dict(fp8, name="quant-fp8/gamma", workload="gamma")])
+    assert [line for line in lines if "ran as" in line] == ["quant-fp8 ran as fp8_per_channel on CPU"]
+    assert "quant-fp8 (fp8_per_channel on CPU), float32" in render_html([fp8], [])
+    info = EngineInfo.from_dict(fp8["engine"])
+    assert info.description == "quant-fp8 (fp8_per_channel on CPU)" and info.dtype == "float32"
+    assert EngineInfo.from_dict({"preset": "baseline"}).description == "baseline"  # an old report: no variant, no dtype
+
+
+def test_the_header_names_the_dtype_and_why_before_anything_starts(monkeypatch) -> None:
+    from pytest_rllm import hardware
+    from pytest_rllm.engines import platform
+    from pytest_rllm.report.header import header_lines
+    from pytest_rllm.settings import RllmSettings
+
+    monkeypatch.setattr(platform, "is_cpu_build", lambda: True)
+    monkeypatch.setattr(hardware, "_cpuinfo_text", lambda: "model name\t: AMD EPYC\nflags\t: avx avx2\n")
+    lines = header_lines(RllmSettings(hardware_key="cpu-test"))
+    assert "rllm: dtype=float32 (this CPU has no native bf16: no avx512_bf16/amx_bf16)" in lines

@@ -57,6 +57,7 @@ def test_optimizations_always_include_baseline_and_keep_order():
         ("api_key_env", "my key", "environment variable name"),
         ("arrival", "gamma:fast", "gamma"),
         ("tolerance", "ttft_p50=lots", "ttft_p50"),
+        ("dtype", "float64", "expected auto, float32, bfloat16 or float16, got 'float64'"),
     ],
 )
 def test_bad_values_name_the_option_and_the_fix(name, value, message):
@@ -93,3 +94,29 @@ def test_unknown_threshold_name_is_refused_before_anything_runs(pytester):
     result = pytester.runpytest("--rllm-threshold=kv_cvv=0.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--rllm-threshold*unknown threshold name 'kv_cvv'; expected one of *kv_cv*"])
+
+
+@pytest.mark.parametrize("text", ["auto", "float32", "bfloat16", "float16"])
+def test_dtype_takes_the_four_documented_values(text):
+    assert RllmSettings.from_values({"dtype": text}).dtype == text
+
+
+def test_dtype_defaults_to_auto_and_a_familiar_alias_is_refused_naming_the_value_meant():
+    assert RllmSettings.from_values({}).dtype == "auto"
+    with pytest.raises(SettingError, match=r"--rllm-dtype / rllm_dtype: expected auto, .* got 'bf16' \(for 'bf16' pass bfloat16\)"):
+        RllmSettings.from_values({"dtype": "bf16"})
+
+
+def test_dtype_with_an_endpoint_is_refused_the_server_chose_its_own():
+    with pytest.raises(SettingError, match="--rllm-dtype=float32 applies to engines the harness starts"):
+        RllmSettings.from_values({"dtype": "float32", "endpoint": "http://127.0.0.1:8000"})
+    assert RllmSettings.from_values({"endpoint": "http://127.0.0.1:8000"}).dtype == "auto"
+
+
+def test_a_bad_dtype_stops_the_command_line_and_the_ini_key_is_read(pytester):
+    pytester.makepyfile("def test_dtype(rllm_settings):\n    assert rllm_settings.dtype == 'float16'\n")
+    result = pytester.runpytest("--rllm-dtype=fp32")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--rllm-dtype*expected auto, float32, bfloat16 or float16, got 'fp32'*"])
+    pytester.makeini("[pytest]\nrllm_dtype = float16\n")
+    pytester.runpytest().assert_outcomes(passed=1)

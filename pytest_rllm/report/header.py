@@ -1,4 +1,4 @@
-"""The "rllm:" lines of pytest's report header: model, engine, hardware, the workload knobs and the candidate."""
+"""The "rllm:" lines of pytest's report header: model, engine, hardware, dtype, the workload knobs and the candidate."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def header_lines(settings: RllmSettings) -> list[str]:
         f"rllm: optimizations={','.join(settings.optimizations)} dataset={','.join(settings.dataset)} "
         f"arrival={settings.arrival} max_tokens={settings.max_tokens} seed={settings.seed}",
     ]
-    if not settings.endpoint:
+    if not settings.endpoint:  # an endpoint serves in the dtype and parser it was started with
+        from pytest_rllm.engines.spec import dtype_for
+
         lines.append(f"rllm: {_reasoning_text(settings)}")
+        lines.append(f"rllm: dtype={dtype_for(settings).text}")
     if settings.has_candidate:
         version = ""
         if settings.candidate_python:

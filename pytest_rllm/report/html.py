@@ -47,6 +47,15 @@ pre{white-space:pre-wrap;font-size:11.5px;margin:0}
 """
 
 
+def _preset_text(run: Mapping[str, Any]) -> str:
+    """The run's preset, with the variant it ran as and its dtype where the run recorded them."""
+    spec = (run.get("engine") or {}).get("spec") or {}
+    text = str(run.get("preset", ""))
+    if spec.get("variant"):
+        text += f" ({spec['variant']})"
+    return text + (f", {spec['dtype']}" if spec.get("dtype") else "")
+
+
 def _overview_table(runs: Sequence[Mapping[str, Any]]) -> str:
     head = ["configuration", "preset", "workload", "requests", "ok", "accuracy [95% CI]", "TTFT p50", "TTFVT p50",
             "E2E p50", "E2E p90", "out tok/s", "KV mean", "KV peak", "peak waiting"]
@@ -57,7 +66,7 @@ def _overview_table(runs: Sequence[Mapping[str, Any]]) -> str:
         name = run_name(r)
         swatch = f'<span style="display:inline-block;width:10px;height:10px;background:{colors[name]};margin-right:6px"></span>'
         cells = [swatch + _esc(name) + (' <span class="verdict failed">run failed</span>' if r.get("error") else ""),
-                 _esc(r.get("preset", "")), _esc(r.get("workload", ""))]
+                 _esc(_preset_text(r)), _esc(r.get("workload", ""))]
         nums = [_fmt(s.get("requests"), "{:.0f}"), _fmt(s.get("completed"), "{:.0f}"), accuracy_text(s),
                 _fmt(s.get("ttft_p50")) + " s", _fmt(s.get("ttfvt_p50")) + " s", _fmt(s.get("e2e_p50")) + " s",
                 _fmt(s.get("e2e_p90")) + " s", _fmt(s.get("output_throughput"), "{:.0f}"),

@@ -64,9 +64,19 @@ def engine_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"engine ({', '.join(g['runs'])}): {g['text']}" for g in groups]
 
 
+def variant_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """"quant-fp8 ran as fp8_per_channel on CPU", once per configuration that ran a variant of its preset."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        spec = (run.get("engine") or {}).get("spec") or {}
+        if spec.get("variant"):
+            seen.setdefault(str(run.get("label") or spec.get("preset")), str(spec["variant"]))
+    return [f"{label} ran as {variant}" for label, variant in seen.items()]
+
+
 def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The "rllm" terminal section: the engines, a line per configuration, a counting line, then failed or flagged checks."""
-    lines = engine_lines(runs) + [run_line(r) for r in runs]
+    lines = engine_lines(runs) + variant_lines(runs) + [run_line(r) for r in runs]
     if checks:
         counts: dict[str, int] = {}
         for c in checks:
