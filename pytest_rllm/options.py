@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS
 from pytest_rllm.parsers import (
     SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_candidate_optimizations, parse_count,
-    parse_datasets, parse_dtype, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_int, parse_list,
+    parse_datasets, parse_dtype, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_flag, parse_int, parse_list,
     parse_model, parse_optimizations, parse_positive_int, parse_probability, parse_python,
-    parse_quantized_models, parse_reasoning_parser, parse_served_model, parse_slo, parse_text, parse_thresholds,
+    parse_quantized_models, parse_reasoning_parser, parse_report_file, parse_served_model, parse_slo, parse_text, parse_thresholds,
     parse_tolerances, parse_update_mode,
 )
 
@@ -33,6 +33,7 @@ class Option:
     metavar: str | None = None
     repeatable: bool = False  # CLI may be given several times; ini is a line list
     flag_value: str | None = None  # value when the CLI flag is given without one
+    switch: bool = False  # CLI: a bare flag that takes no value (so it never eats a path after it); ini: true/false
     # What the command line checks as it parses, when that differs from `parse`: a check
     # that depends on another option (see RllmSettings.from_values) waits for from_values.
     cli_parse: Callable[[Any], Any] | None = None
@@ -82,6 +83,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("hardware_key", parse_text, None, "Override the auto-detected hardware key that baselines are stored under.", "KEY"),
     Option("report", parse_text, None, "Write every run (records and timelines) to this JSON file.", "PATH.json"),
     Option("html", parse_text, None, "Write a self-contained HTML report with plots to this file.", "PATH.html"),
+    # The run store (run_store.py): every finished run kept, read back instead of generated again.
+    Option("cache_dir", parse_text, ".rllm_cache", "Folder of the run store, where every finished run is kept (relative paths: from the rootdir).", "DIR"),
+    Option("no_cache", parse_flag, False, "Keep no runs in the run store (nothing is written; with xdist, workers then generate what they need each).", None, switch=True),
+    Option("reuse_runs", parse_flag, False, "Re-check from the run store: a run stored with the same engine, model files, workload and generation settings is read back instead of generated; the others are generated (and stored).", None, switch=True),
+    Option("from_report", parse_report_file, None, "Re-check from the runs of a saved JSON report (--rllm-report, e.g. a CI artifact); no engine starts, and a run the report lacks, or generated with other settings, skips saying which.", "PATH.json"),
     Option("gpus_per_worker", parse_positive_int, 1, "GPUs per xdist worker (tensor parallel size); worker N gets GPUs [N*k, N*k+k).", "K"),
     # The candidate engine (suites/test_candidate_engine.py): the same items, trials interleaved with the reference's.
     Option("candidate_python", parse_python, None, "Compare a candidate engine: another installation's Python (e.g. another vLLM release in its own venv); the same presets start with PATH -m vllm.entrypoints.openai.api_server.", "PATH"),
@@ -131,7 +137,10 @@ def add_options(parser: pytest.Parser) -> None:
         kwargs: dict[str, Any] = {"dest": "rllm_" + option.name, "default": None, "help": help_text}
         if option.metavar:
             kwargs["metavar"] = option.metavar
-        if option.repeatable:
+        if option.switch:
+            kwargs["action"] = "store_const"
+            kwargs["const"] = "true"
+        elif option.repeatable:
             kwargs["action"] = "append"
             kwargs["type"] = _validator(option)
         elif option.flag_value is not None:

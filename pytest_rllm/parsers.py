@@ -48,6 +48,29 @@ def parse_count(text: str) -> int:
     return value
 
 
+def parse_flag(text: str | bool) -> bool:
+    """A switch: the bare CLI flag, or true/false (yes/no, 1/0, on/off) in the ini file."""
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise SettingError(f"expected true or false, got {text!r}")
+
+
+def parse_report_file(text: str) -> str:
+    """A JSON report that pytest-rllm wrote (--rllm-report), to re-check from."""
+    value = os.path.expanduser(str(text).strip())
+    if not value:
+        raise SettingError("expected the path of a JSON report written with --rllm-report=PATH.json")
+    if not os.path.isfile(value):
+        raise SettingError(f"{value!r} is not a file; pass a JSON report written with --rllm-report=PATH.json "
+                           f"(a CI artifact, for instance)")
+    return os.path.abspath(value)
+
+
 def parse_int(text: str) -> int:
     try:
         return int(str(text).strip())

@@ -91,10 +91,23 @@ def rllm_session(pytestconfig: pytest.Config, rllm_settings: RllmSettings, tmp_p
     """
     from pytest_rllm.session import RllmSession
 
+    from pytest_rllm.run_reuse import ReportUnreadable, RunSources
+    from pytest_rllm.run_store import cache_root
+
+    workerinput = getattr(pytestconfig, "workerinput", None)
+    try:
+        sources = RunSources.for_session(
+            rllm_settings, cache_root(rllm_settings, pytestconfig.rootpath),
+            session_id=(workerinput or {}).get("rllm_session_id") or _state(pytestconfig).session_id,
+            shared_with_workers=workerinput is not None,
+        )
+    except ReportUnreadable as exc:
+        raise pytest.UsageError(str(exc)) from None
     session = RllmSession(
         rllm_settings,
         log_dir=tmp_path_factory.mktemp("rllm-engine-logs"),
         gpu_ids=None if rllm_settings.endpoint else worker_gpu_ids(rllm_settings.gpus_per_worker),
+        sources=sources,
     )
     state = _state(pytestconfig)
     for label, workload in state.plan:
@@ -186,6 +199,7 @@ def rllm_baseline(request: pytest.FixtureRequest, rllm_settings: RllmSettings) -
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: tell each worker where to leave its runs for the merged report."""
     node.workerinput["rllm_parts_dir"] = _state(node.config).worker_parts_dir()
+    node.workerinput["rllm_session_id"] = _state(node.config).session_id  # the workers share this session's stored runs
 
 
 @pytest.hookimpl(trylast=True)

@@ -194,6 +194,9 @@ class RunResult:
     host: dict[str, float] = field(default_factory=dict)  # telemetry.host: other load on the machine, probe speed
     trials: list[RunResult] = field(default_factory=list)  # a combined run's trials (combine_trials); empty for one run
     engine_died: bool = False  # the engine was gone when the run ended (its error says how)
+    reused: str | None = None  # where a run that was not generated in this session came from, and when it was
+    generated: str = ""  # when it was generated (UTC), once the session kept it
+    store_key: dict[str, Any] = field(default_factory=dict)  # run_store.RunKey: digest and fields (a report's runs match on it)
     _summary: dict[str, float] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -215,37 +218,21 @@ class RunResult:
 
         return accuracy_summary(self.records)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; times relative to the run's start."""
-        t0 = self.t_start
+    def to_dict(self, *, digits: int | None = None) -> dict[str, Any]:
+        """JSON-ready and complete (run_codec.run_from_dict reads it back); times relative to the run's start.
 
-        def rel(x: float | None) -> float | None:
-            return None if x is None else round(x - t0, 6)
+        `digits`: decimals kept of each time (None: all, so a re-check from a report reads the same numbers).
+        """
+        from pytest_rllm.run_codec import run_to_dict
 
-        records = []
-        for r in self.records:
-            d = r.to_dict()
-            for name in ("t_scheduled", "t_sent", "t_first_token", "t_first_visible", "t_done"):
-                d[name] = rel(d[name])
-            d["token_times"] = [rel(t) for t in r.token_times]
-            records.append(d)
-        return {
-            "label": self.label,
-            "workload": self.workload,
-            "name": self.key,
-            "preset": self.engine.get("preset", self.label),
-            "engine": self.engine,
-            "workload_config": self.workload_config,
-            "duration": self.t_end - self.t_start,
-            "error": self.error,
-            "records": records,
-            "timelines": {k: [[rel(t), v] for t, v in pts] for k, pts in self.timelines.items()},
-            "host": json_safe(self.host),
-            "summary": json_safe(self.summary()),
-            # Per trial: its own summary and host load, so run-to-run spread can be read back (compare CLI).
-            "trials": [{"trial": t.trial, "duration": t.t_end - t.t_start, "host": json_safe(t.host),
-                        "summary": json_safe(t.summary())} for t in self.trials],
-        }
+        return run_to_dict(self, digits=digits)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        """The run that to_dict wrote; its summary is computed again from the records."""
+        from pytest_rllm.run_codec import run_from_dict
+
+        return run_from_dict(data)
 
 
 def json_safe(value: Any) -> Any:

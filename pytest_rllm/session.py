@@ -23,6 +23,8 @@ from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
 from pytest_rllm.reasoning import ParserChoice, choose_reasoning_parser
 from pytest_rllm.records import Item
 from pytest_rllm.results import RunResult
+from pytest_rllm.run_reuse import RunSources
+from pytest_rllm.run_store import RunKey
 from pytest_rllm.runner import Runner, Workload
 from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS, REFERENCE
 from pytest_rllm.settings import RllmSettings
@@ -92,12 +94,16 @@ class Timings:
     engine_stop: float = 0.0
     warm_up: float = 0.0
     engines_started: int = 0
+    runs_reused: int = 0  # read from the run store, another xdist worker or a report
     per_engine: dict[str, float] = field(default_factory=dict)
 
 
 class RllmSession:
-    def __init__(self, settings: RllmSettings, *, log_dir: Path | None = None, gpu_ids: list[int] | None = None) -> None:
+    def __init__(self, settings: RllmSettings, *, log_dir: Path | None = None, gpu_ids: list[int] | None = None,
+                 sources: RunSources | None = None) -> None:
         self.settings = settings
+        # Where a run comes from before it is generated (run store, xdist workers, a report); none: always generated.
+        self.sources = sources or RunSources(settings)
         self.model = resolve_model(settings.model)
         self.log_dir = log_dir
         self.gpu_ids = gpu_ids
@@ -158,6 +164,8 @@ class RllmSession:
 
     def engine(self, label: str = "baseline") -> Engine:
         """The running engine of a configuration (started if needed), e.g. to point lm-eval at it."""
+        if not self.sources.generates:
+            raise RunUnavailable(f"--rllm-from-report re-checks stored runs; this check needs a running engine ({label})")
         failed = self.engine_failures.get(label)
         if failed is not None:
             raise RunUnavailable(failed.skip) if failed.skip else RunFailed(failed.failure or "engine failed")
@@ -190,26 +198,66 @@ class RllmSession:
             # A bad data set fails every run before an engine is started for nothing.
             outcome = self.outcomes[(label, workload)] = _Outcome(failure=problem)
             return outcome
-        try:
-            engine = self._engine_for(label)
-        except PresetUnavailable as exc:
-            return self._engine_failed(label, _Outcome(skip=str(exc)))
-        except EngineUnsupported as exc:
-            return self._engine_failed(label, _Outcome(skip=f"the engine rejected {label} on this hardware: {exc.reason}"))
-        except EngineStartError as exc:
-            return self._engine_failed(label, _Outcome(failure=str(exc)))
-        # Run everything planned for this configuration while its engine is up.
+        # Run everything planned for this configuration while its engine is up; the engine starts
+        # only for a run that is neither stored nor another worker's (which holds the claim meanwhile).
+        with self.sources.claim(label):
+            return self._generate_planned(label, workload)
+
+    def _generate_planned(self, label: str, workload: str) -> _Outcome:
+        engine: Engine | None = None
         for name in list(self.plan[label]):
             if (label, name) in self.outcomes:
                 continue
+            try:
+                key = self.run_key(label, WORKLOADS[name])
+            except PresetUnavailable as exc:
+                return self._engine_failed(label, _Outcome(skip=str(exc)))
+            found = self.sources.find(key, f"{label}/{name}")
+            if isinstance(found, str):  # re-checking from a report that cannot give this run
+                self.outcomes[(label, name)] = _Outcome(skip=found)
+                continue
+            if found is not None:
+                self._reuse(label, found)
+                self.outcomes[(label, name)] = _Outcome(result=found)
+                continue
+            if engine is None:
+                try:
+                    engine = self._engine_for(label)
+                except PresetUnavailable as exc:
+                    return self._engine_failed(label, _Outcome(skip=str(exc)))
+                except EngineUnsupported as exc:
+                    return self._engine_failed(label, _Outcome(skip=f"the engine rejected {label} on this hardware: {exc.reason}"))
+                except EngineStartError as exc:
+                    return self._engine_failed(label, _Outcome(failure=str(exc)))
             outcome = self._run_workload(engine, label, WORKLOADS[name])
             self.outcomes[(label, name)] = outcome
+            if outcome.result is not None:
+                self.sources.keep(key, outcome.result)
             if outcome.failure and self._engine is None:
                 # The engine died: the remaining workloads of this configuration fail with the same cause.
                 for rest in self.plan[label]:
                     self.outcomes.setdefault((label, rest), outcome)
                 break
         return self.outcomes[(label, workload)]
+
+    def run_key(self, label: str, workload: Workload) -> RunKey:
+        """What generates this run (run_store.run_key), known before any engine starts."""
+        from pytest_rllm.engines.identity import local_identity
+        from pytest_rllm.hardware import hardware_key_for
+        from pytest_rllm.run_store import run_key
+
+        arrival, _ = self.arrival_for(workload)
+        engine = {"kind": self.settings.engine, "identity": local_identity().to_dict()}
+        return run_key(self.settings, self.spec_for(label), workload.config(self.settings), self.workload_items(workload),
+                       arrival=arrival, thinking=workload.thinking and label != REFERENCE, engine=engine,
+                       hardware=hardware_key_for(self.settings))
+
+    def _reuse(self, label: str, run: RunResult) -> None:
+        """A run read instead of generated: its engine's info stands for the engine (identity, KV capacity)."""
+        self.engine_infos.setdefault(label, run.engine)
+        self.timings.runs_reused += 1
+        if run.reused:  # from the store or a report: this session's verdict rests on it, so its report lists it
+            self.runs.append(run)
 
     def _engine_failed(self, label: str, outcome: _Outcome) -> _Outcome:
         self.engine_failures[label] = outcome

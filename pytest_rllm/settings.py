@@ -52,6 +52,14 @@ def _check_dtype(values: dict[str, Any]) -> None:
                            f"serves in the dtype it was started with: pass --dtype where that server starts")
 
 
+def _check_run_store(values: dict[str, Any]) -> None:
+    if values.get("no_cache") and values.get("reuse_runs"):
+        raise SettingError("--rllm-reuse-runs reads the run store that --rllm-no-cache switches off: pass one of them")
+    if values.get("from_report") and values.get("update_baselines", "none") != "none":
+        raise SettingError("--rllm-update-baselines records what this session measures; --rllm-from-report measures "
+                           "nothing: record baselines from a session that generates its runs")
+
+
 def _frozen(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -96,6 +104,10 @@ class RllmSettings:
     report: str | None = None
     html: str | None = None
     gpus_per_worker: int = 1
+    cache_dir: str = ".rllm_cache"
+    no_cache: bool = False
+    reuse_runs: bool = False
+    from_report: str | None = None
     candidate_python: str | None = None
     candidate_endpoint: str | None = None
     candidate_api_key_env: str | None = None
@@ -132,6 +144,7 @@ class RllmSettings:
             values.setdefault("model", "")
         _check_candidate(values)
         _check_dtype(values)
+        _check_run_store(values)
         return cls(**values)
 
     @property

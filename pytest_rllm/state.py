@@ -9,6 +9,7 @@ parts and hands the merged result to the report package.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class PluginState:
     merged: dict[str, Any] | None = None  # runs, checks, findings, timings: set at session finish
     parts_dir: str | None = None  # xdist controller: the folder its workers leave their runs in
     started: float = field(default_factory=time.perf_counter)
+    # Names this pytest run in the run store: its xdist workers read each other's runs, not older sessions' (unless reused).
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def plan_runs(self, pairs: list[Pair]) -> None:
         self.plan.extend(pair for pair in pairs if pair not in self.plan)

@@ -130,17 +130,33 @@ def finding_lines(findings: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def timing_lines(timings: Sequence[Mapping[str, Any]], total: float) -> list[str]:
-    """Where the time to verdict went, per process that ran engines: engine start, generation, stop, the rest."""
-    lines = []
-    for t in timings:
-        if not t:
-            continue
+    """Where the time to verdict went: one block, with a line set per process that ran engines (each xdist worker)."""
+    timings = [t for t in timings if t]
+    if not timings:
+        return []
+    lines = [f"time to verdict: {total:.1f}s"]
+    for index, t in enumerate(timings):
+        indent = "  "
+        if len(timings) > 1:
+            lines.append(f"  process {index + 1} of {len(timings)}:")
+            indent = "    "
         other = total - t.get("engine_start", 0) - t.get("generation", 0) - t.get("engine_stop", 0)
-        lines.append(f"time to verdict: {total:.1f}s")
-        lines.append(f"  engine start (import + load, {t.get('engines_started', 0)} engines): {t.get('engine_start', 0):.1f}s")
-        lines.append(f"  generation: {t.get('generation', 0):.1f}s")
-        lines.append(f"  engine stop: {t.get('engine_stop', 0):.1f}s")
-        lines.append(f"  collection, analysis and reports: {other:.1f}s")
+        lines.append(f"{indent}engine start (import + load, {t.get('engines_started', 0)} engines): {t.get('engine_start', 0):.1f}s")
+        lines.append(f"{indent}generation: {t.get('generation', 0):.1f}s")
+        lines.append(f"{indent}engine stop: {t.get('engine_stop', 0):.1f}s")
+        if t.get("runs_reused"):
+            lines.append(f"{indent}runs reused, not generated: {int(t['runs_reused'])}")
+        lines.append(f"{indent}collection, analysis and reports: {other:.1f}s")
+    return lines
+
+
+def reuse_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Which runs this verdict read back instead of generating, and from where and when (--rllm-reuse-runs, --rllm-from-report)."""
+    reused = [r for r in runs if r.get("reused")]
+    if not reused:
+        return []
+    lines = [f"reused {len(reused)} of {len(runs)} runs (no engine generated them in this session):"]
+    lines += [f"  {r.get('name')}: {r['reused']}" for r in reused]
     return lines
 
 
@@ -148,5 +164,5 @@ def section_lines(merged: Mapping[str, Any], total: float) -> list[str]:
     """The whole "rllm" section from the merged result (none when nothing ran or was checked); `total`: seconds so far."""
     if not (merged["runs"] or merged["checks"] or merged["findings"] or merged.get("ab")):
         return []
-    return (summary_lines(merged["runs"], merged["checks"]) + ab_lines(merged.get("ab") or [])
+    return (summary_lines(merged["runs"], merged["checks"]) + reuse_lines(merged["runs"]) + ab_lines(merged.get("ab") or [])
             + finding_lines(merged["findings"]) + timing_lines(merged["timings"], total))

@@ -1,0 +1,93 @@
+"""The run store on real vLLM (in process): a re-check starts no engine and reaches the same verdicts from the same numbers.
+
+Each pytest session below is a subprocess that serves the embedded model in
+process (4 prompts, 48 tokens) and keeps its runs in one store; the checks read
+the sessions' JSON reports and terminal sections.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+SUITE = '''
+import pytest
+
+def test_fast_enough(rllm_run):
+    summary = rllm_run("baseline", "main").summary()
+    assert summary["output_throughput"] > 1.0, summary["output_throughput"]
+
+def test_thinking_changes_lengths(rllm_run):
+    main = rllm_run("baseline", "main").summary()["output_tokens_mean"]
+    plain = rllm_run("baseline", "no-thinking").summary()["output_tokens_mean"]
+    assert main != plain
+
+def test_accuracy_is_read(rllm_run):
+    assert 0.0 <= rllm_run("baseline", "main").summary()["accuracy"] <= 1.0
+'''
+
+OPTIONS = ("--rllm-engine=inprocess", "--rllm-optimizations=baseline", "--rllm-num-prompts=4", "--rllm-max-tokens=48",
+           "--rllm-warm-up=0", "-p", "no:cacheprovider", "-p", "no:randomly")
+
+
+@pytest.fixture
+def suite(pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    cache = pytester.path / "store"
+
+    def session(name: str, *extra: str):
+        report = pytester.path / f"{name}.json"
+        result = pytester.runpytest_subprocess(*OPTIONS, f"--rllm-cache-dir={cache}", f"--rllm-report={report}", *extra)
+        data = json.loads(report.read_text()) if report.exists() else {"runs": []}
+        return result, {r["name"]: r for r in data["runs"]}
+
+    session.cache = cache
+    return session
+
+
+def engines_started(result) -> int:
+    found = re.search(r"engine start \(import \+ load, (\d+) engines\)", result.stdout.str())
+    assert found, result.stdout.str()[-3000:]
+    return int(found.group(1))
+
+
+def outcomes(result) -> dict:
+    return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "skipped")}
+
+
+def test_a_re_check_starts_no_engine_and_judges_the_same_numbers(suite):
+    first, generated = suite("first")
+    assert engines_started(first) == 1 and outcomes(first) == {"passed": 3}
+    assert len(list((suite.cache / "runs").glob("*.json"))) == 2  # baseline/main and baseline/no-thinking
+
+    again, reused = suite("again", "--rllm-reuse-runs")
+    assert engines_started(again) == 0
+    assert outcomes(again) == outcomes(first)
+    again.stdout.fnmatch_lines(["reused 2 of 2 runs*", "  baseline/main: run store, generated 20*UTC"])
+    for name in ("baseline/main", "baseline/no-thinking"):
+        assert reused[name]["summary"] == generated[name]["summary"], name
+        assert reused[name]["reused"].startswith("run store")
+
+    # The first session's report, as a CI artifact: the same verdicts, no engine, no store.
+    from_report, read = suite("from-report", f"--rllm-from-report={suite.cache.parent / 'first.json'}", "--rllm-no-cache")
+    assert engines_started(from_report) == 0 and outcomes(from_report) == outcomes(first)
+    assert read["baseline/main"]["summary"] == generated["baseline/main"]["summary"]
+
+
+def test_a_changed_setting_or_a_corrupt_entry_generates_the_run_again(suite):
+    first, _ = suite("first")
+    assert engines_started(first) == 1
+
+    reseeded, runs = suite("reseeded", "--rllm-reuse-runs", "--rllm-seed=1")
+    assert engines_started(reseeded) == 1 and not any(r.get("reused") for r in runs.values())
+
+    for entry in (suite.cache / "runs").glob("*.json"):
+        entry.write_text(entry.read_text()[:100])  # cut short, as a full disk or a killed write would leave it
+    damaged, runs = suite("damaged", "--rllm-reuse-runs", "-W", "always::pytest_rllm.run_store.StoreWarning")
+    assert engines_started(damaged) == 1 and outcomes(damaged) == {"passed": 3}
+    assert not any(r.get("reused") for r in runs.values())
+    damaged.stdout.fnmatch_lines(["*run store: ignored *the run is generated again*"])
