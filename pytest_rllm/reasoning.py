@@ -336,3 +336,16 @@ __all__ = [
     "reasoning_parser_from_files", "registered_reasoning_parsers", "resolve_reasoning_parser", "split_thinking",
     "visible_text",
 ]
+
+
+def reasoning_choice(settings: RllmSettings, model: str, label: str = "baseline") -> ParserChoice:
+    """The reasoning parser for `model` (the header's line and the engine's flag come from here)."""
+    from pytest_rllm.choices import REFERENCE
+
+    if label == REFERENCE:
+        return ParserChoice(None, "the plain reference is served without a parser")
+    if settings.engine == "inprocess" and not settings.endpoint:
+        # No server, so no parser to look up in vLLM's registry (a 5-12 s subprocess).
+        return choose_reasoning_parser(settings.reasoning_parser, model, settings,
+                                       registry=lambda: "the in-process engine runs no parser")
+    return choose_reasoning_parser(settings.reasoning_parser, model, settings)

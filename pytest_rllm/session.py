@@ -18,56 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_rllm.engines.base import Engine, EngineError, EngineStartError, EngineUnsupported
-from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec
-from pytest_rllm.reasoning import ParserChoice, choose_reasoning_parser
+from pytest_rllm.engines.base import Engine, EngineStartError, EngineUnsupported
+from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec, resolve_model
+from pytest_rllm.reasoning import ParserChoice, reasoning_choice
 from pytest_rllm.records import Item
 from pytest_rllm.results import RunResult
 from pytest_rllm.run_reuse import RunSources
 from pytest_rllm.run_store import RunKey
 from pytest_rllm.runner import Runner, Workload
-from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS, REFERENCE
+from pytest_rllm.workloads.suite_workloads import GAMMA_RATE, SHARED_PREFIX_EXAMPLES, WORKLOADS
+from pytest_rllm.choices import PRESETS, REFERENCE
 from pytest_rllm.settings import RllmSettings
-
-
-# The workloads the suites use, in the order a configuration runs them ("main"
-# first: GAMMA_RATE reads baseline's main run).
-WORKLOADS: dict[str, Workload] = {
-    "main": Workload("main"),
-    "no-thinking": Workload("no-thinking", thinking=False),
-    "shared-prefix": Workload("shared-prefix", shared_prefix=True),
-    "gamma": Workload("gamma", arrival="gamma"),
-}
-
-
-# Worked examples in the shared prefix (~300 characters): long enough to span
-# several KV blocks, short enough that prefix caching off stays affordable on CPU.
-SHARED_PREFIX_EXAMPLES = 6
-
-
-@dataclass(frozen=True)
-class GammaRatePolicy:
-    """The offered rate of a gamma workload when --rllm-arrival does not give one.
-
-    Load near what the engine sustained in a closed batch, in Gamma bursts: the
-    study's real-world workload shape. The rate is the baseline configuration's
-    main-run request throughput, the same for every configuration so that their
-    gamma runs compare; before that run exists, `fallback_rate`.
-    """
-
-    burstiness: float = 0.5  # CV 1.41
-    fallback_rate: float = 4.0  # requests/s
-    min_rate: float = 0.1
-
-    def arrival(self, baseline_main: RunResult | None) -> tuple[str, str]:
-        """(arrival text, where its rate came from)."""
-        if baseline_main is None:
-            return f"gamma:{self.fallback_rate:.4g}:{self.burstiness:g}", "fallback rate: no baseline main run yet"
-        rate = max(baseline_main.summary().get("request_throughput", self.fallback_rate), self.min_rate)
-        return f"gamma:{rate:.4g}:{self.burstiness:g}", "baseline/main request_throughput"
-
-
-GAMMA_RATE = GammaRatePolicy()
 
 
 class RunUnavailable(Exception):
@@ -205,6 +166,8 @@ class RllmSession:
 
     def _generate_planned(self, label: str, workload: str) -> _Outcome:
         engine: Engine | None = None
+        if label != "baseline" and any(WORKLOADS[n].arrival == "gamma" for n in self.plan[label]):
+            self._find_baseline_main()
         for name in list(self.plan[label]):
             if (label, name) in self.outcomes:
                 continue
@@ -239,6 +202,25 @@ class RllmSession:
                     self.outcomes.setdefault((label, rest), outcome)
                 break
         return self.outcomes[(label, workload)]
+
+    def _find_baseline_main(self) -> None:
+        """baseline/main, for the gamma rate, where another xdist worker (or the store) has it and this process does not.
+
+        Without it the rate falls back (GAMMA_RATE), and a gamma run would differ with the
+        worker it landed on. Claims are taken in one order, another configuration's before
+        baseline's, so two workers never wait on each other.
+        """
+        if ("baseline", "main") in self.outcomes or self.sources.store is None:
+            return
+        with self.sources.claim("baseline"):  # under xdist: wait while a worker generates it
+            try:
+                key = self.run_key("baseline", WORKLOADS["main"])
+            except PresetUnavailable:
+                return
+            found = self.sources.find(key, "baseline/main")
+            if isinstance(found, RunResult):
+                self._reuse("baseline", found)
+                self.outcomes[("baseline", "main")] = _Outcome(result=found)
 
     def run_key(self, label: str, workload: Workload) -> RunKey:
         """What generates this run (run_store.run_key), known before any engine starts."""
@@ -409,24 +391,3 @@ class RllmSession:
         # The report lists the run once, its trials inside it.
         self.runs[:] = [r for r in self.runs if r not in result.trials] + [result]
         return _Outcome(result=result)
-
-
-def reasoning_choice(settings: RllmSettings, model: str, label: str = "baseline") -> ParserChoice:
-    """The reasoning parser for `model` (the header's line and the engine's flag come from here)."""
-    if label == REFERENCE:
-        return ParserChoice(None, "the plain reference is served without a parser")
-    if settings.engine == "inprocess" and not settings.endpoint:
-        # No server, so no parser to look up in vLLM's registry (a 5-12 s subprocess).
-        return choose_reasoning_parser(settings.reasoning_parser, model, settings,
-                                       registry=lambda: "the in-process engine runs no parser")
-    return choose_reasoning_parser(settings.reasoning_parser, model, settings)
-
-
-def resolve_model(model: str) -> str:
-    if model == EMBEDDED_MODEL:
-        from pytest_rllm.pocket import MODEL_DIR
-
-        if not (Path(MODEL_DIR) / "config.json").exists():
-            raise EngineError(f"the embedded model is missing from {MODEL_DIR}; reinstall pytest-rllm")
-        return str(MODEL_DIR)
-    return model

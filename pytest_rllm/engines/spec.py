@@ -10,6 +10,7 @@ so is the variant a preset runs as on vLLM's CPU build (`CPU_VARIANTS`).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -298,3 +299,17 @@ def build_spec(preset: str, settings: RllmSettings, model: str) -> EngineSpec:
         variant=variant,
         dtype_reason=dtype_reason,
     )
+
+
+def resolve_model(model: str) -> str:
+    """The folder or hub id to serve: the embedded model's folder for 'pocket'."""
+    from pytest_rllm.choices import EMBEDDED_MODEL
+
+    if model == EMBEDDED_MODEL:
+        from pytest_rllm.engines.base import EngineError
+        from pytest_rllm.pocket import MODEL_DIR
+
+        if not (Path(MODEL_DIR) / "config.json").exists():
+            raise EngineError(f"the embedded model is missing from {MODEL_DIR}; reinstall pytest-rllm")
+        return str(MODEL_DIR)
+    return model

@@ -64,7 +64,8 @@ def _endpoint_model_text(settings: RllmSettings) -> str:
 
 def _reasoning_text(settings: RllmSettings) -> str:
     """How reasoning is told from the answer: the server's parser, or the harness's split at </think>."""
-    from pytest_rllm.session import reasoning_choice, resolve_model
+    from pytest_rllm.engines.spec import resolve_model
+    from pytest_rllm.reasoning import reasoning_choice
 
     try:
         model = resolve_model(settings.model)
