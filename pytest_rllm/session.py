@@ -78,6 +78,7 @@ class RllmSession:
         self._items: list[Item] | None = None
         self.engine_infos: dict[str, dict[str, Any]] = {}
         self._warmed: Engine | None = None  # the engine that has had its warm-up batch
+        self.shared_engines: dict[str, tuple[str, str]] = {}  # label -> (the label whose engine served it, why)
 
     @property
     def runs(self) -> list[RunResult]:
@@ -162,7 +163,39 @@ class RllmSession:
         # Run everything planned for this configuration while its engine is up; the engine starts
         # only for a run that is neither stored nor another worker's (which holds the claim meanwhile).
         with self.sources.claim(label):
-            return self._generate_planned(label, workload)
+            outcome = self._generate_planned(label, workload)
+            if not self.sources.shared_with_workers:  # another worker may hold the other label's claim
+                self._serve_same_engine_labels(label)
+            return outcome
+
+    def _serve_same_engine_labels(self, label: str) -> None:
+        """While `label`'s engine is up, the planned runs of configurations that are this same engine (engines/sharing.py)."""
+        from pytest_rllm.engines.sharing import same_engine
+
+        if self._engine is None or self._engine_label != label:
+            return
+        running = self.spec_for(label)
+        for other in list(self.plan):
+            if self._engine is None:  # it died serving one of them
+                return
+            if other == label or other in self.engine_failures or all((other, n) in self.outcomes for n in self.plan[other]):
+                continue
+            try:
+                why = same_engine(running, self.spec_for(other), self.engine_infos[label].get("cache_config") or {})
+            except PresetUnavailable:
+                continue
+            if why is None:
+                continue
+            # The report says the two labels were one engine, and why.
+            self.engine_infos[other] = {**self.engine_infos[label], "spec": self.spec_for(other).to_dict(),
+                                        "shared_engine": {"with": label, "why": why}}
+            self.shared_engines[other] = (label, why)
+            self._engine_label = other
+            try:
+                self._generate_planned(other, self.plan[other][0])
+            finally:
+                if self._engine is not None:
+                    self._engine_label = label
 
     def _generate_planned(self, label: str, workload: str) -> _Outcome:
         engine: Engine | None = None

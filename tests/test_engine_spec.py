@@ -178,3 +178,27 @@ def test_baselines_record_the_dtype_served_not_the_options_text(machine):
     machine(True, AMX_CPU)
     assert configuration_of(SETTINGS)["dtype"] == "bfloat16"
     assert "dtype" not in configuration_of(RllmSettings.from_values({"endpoint": "http://127.0.0.1:8000"}))
+
+
+# --------------------------------------------------------------------------- one engine for two configurations
+
+@pytest.mark.parametrize(
+    ("other", "reported", "shared"),
+    [
+        ("prefix-caching-on", "True", True),  # the engine turned it on by default: the same engine
+        ("prefix-caching-on", "False", False),  # it did not: asking for it changes the engine
+        ("prefix-caching-off", "True", False),
+        ("prefix-caching-off", "False", True),
+        ("prefix-caching-on", None, False),  # not reported: never assumed
+        ("spec-ngram", "True", False),  # other arguments differ
+    ],
+)
+def test_two_configurations_are_one_engine_only_where_the_engine_resolved_the_difference(machine, other, reported, shared):
+    from pytest_rllm.engines.sharing import same_engine
+
+    machine(True, AMX_CPU)
+    cache = {} if reported is None else {"enable_prefix_caching": reported, "block_size": "32"}
+    why = same_engine(build_spec("baseline", SETTINGS, "m"), build_spec(other, SETTINGS, "m"), cache)
+    assert (why is not None) == shared
+    if shared:
+        assert "is the engine's default" in why

@@ -91,3 +91,58 @@ def test_a_changed_setting_or_a_corrupt_entry_generates_the_run_again(suite):
     assert engines_started(damaged) == 1 and outcomes(damaged) == {"passed": 3}
     assert not any(r.get("reused") for r in runs.values())
     damaged.stdout.fnmatch_lines(["*run store: ignored *the run is generated again*"])
+
+
+XDIST_SUITE = '''
+def test_a(rllm_run):
+    assert rllm_run("baseline", "main").summary()["completed"] == 4
+
+def test_b(rllm_run):
+    assert rllm_run("baseline", "no-thinking").summary()["completed"] == 4
+
+def test_c(rllm_run):
+    assert rllm_run("prefix-caching-off", "main").summary()["completed"] == 4
+    assert rllm_run("baseline", "main").summary()["completed"] == 4
+
+def test_d(rllm_run):
+    assert rllm_run("prefix-caching-off", "main").summary()["completed"] == 4
+'''
+
+
+def test_under_two_xdist_workers_every_run_is_generated_once(pytester):
+    pytester.makepyfile(test_suite=XDIST_SUITE)
+    report = pytester.path / "merged.json"
+    options = [o for o in OPTIONS if o != "--rllm-optimizations=baseline"]
+    result = pytester.runpytest_subprocess(*options, "--rllm-optimizations=prefix-caching-off", "-n", "2",
+                                           f"--rllm-cache-dir={pytester.path / 'store'}", f"--rllm-report={report}")
+    assert result.parseoutcomes().get("passed") == 4, result.stdout.str()[-3000:]
+    names = [r["name"] for r in json.loads(report.read_text())["runs"]]
+    assert sorted(names) == ["baseline/main", "baseline/no-thinking", "prefix-caching-off/main"]  # none twice
+    started = [int(n) for n in re.findall(r"engine start \(import \+ load, (\d+) engines\)", result.stdout.str())]
+    assert sum(started) == 2, result.stdout.str()[-3000:]  # each configuration's engine in one worker
+    assert len(list((pytester.path / "store" / "runs").glob("*.json"))) == 3
+
+
+def test_baseline_and_prefix_caching_on_are_one_engine_where_the_engine_caches_by_default():
+    from pytest_rllm.session import RllmSession
+    from pytest_rllm.settings import RllmSettings
+
+    settings = RllmSettings.from_values({"engine": "inprocess", "optimizations": "prefix-caching-on,prefix-caching-off",
+                                         "num_prompts": "4", "max_tokens": "32", "warm_up": "0"})
+    session = RllmSession(settings)
+    for label, workload in (("baseline", "main"), ("prefix-caching-on", "shared-prefix"), ("prefix-caching-off", "shared-prefix")):
+        session.need(label, workload)
+    try:
+        session.run("baseline", "main")
+        resolved = session.engine_infos["baseline"]["cache_config"].get("enable_prefix_caching")
+        assert resolved in ("True", "False"), session.engine_infos["baseline"]["cache_config"]
+        on = session.run("prefix-caching-on", "shared-prefix")  # served already, while baseline's engine was up
+        off = session.run("prefix-caching-off", "shared-prefix")
+    finally:
+        session.close()
+    shared = "prefix-caching-on" if resolved == "True" else "prefix-caching-off"
+    assert session.timings.engines_started == 2
+    assert session.shared_engines == {shared: ("baseline", f"enable_prefix_caching={resolved} is the engine's default")}
+    run = on if shared == "prefix-caching-on" else off
+    assert run.engine["shared_engine"]["with"] == "baseline" and run.engine["spec"]["preset"] == shared
+    assert run.summary()["completed"] == 4

@@ -74,9 +74,19 @@ def variant_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{label} ran as {variant}" for label, variant in seen.items()]
 
 
+def shared_engine_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """"prefix-caching-on ran on baseline's engine: ...", once per configuration served by another's engine."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        shared = (run.get("engine") or {}).get("shared_engine") or {}
+        if shared.get("with"):
+            seen.setdefault(str(run.get("label")), f"{shared['with']}'s engine, one engine for both ({shared.get('why')})")
+    return [f"{label} ran on {text}" for label, text in seen.items()]
+
+
 def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The "rllm" terminal section: the engines, a line per configuration, a counting line, then failed or flagged checks."""
-    lines = engine_lines(runs) + variant_lines(runs) + [run_line(r) for r in runs]
+    lines = engine_lines(runs) + variant_lines(runs) + shared_engine_lines(runs) + [run_line(r) for r in runs]
     if checks:
         counts: dict[str, int] = {}
         for c in checks:
