@@ -11,8 +11,10 @@ name is checked against the installed vLLM's parser registry.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -260,21 +262,49 @@ def registered_reasoning_parsers(python: str | None = None) -> frozenset[str] | 
     one): importing vllm takes seconds and pulls in torch, which the plugin's
     process never does. Cached: asked once per interpreter and session.
     """
+    remembered: Path | None = None
     if python is None:
         from pytest_rllm.engines.platform import vllm_distribution
 
-        if vllm_distribution() is None:
+        dist = vllm_distribution()
+        if dist is None:
             return "vllm is not installed here"
+        remembered = _registry_file(dist)
+        try:
+            return frozenset(json.loads(remembered.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            pass
     from pytest_rllm.engines.platform import ProbeFailed, json_probe
 
     try:
-        return frozenset(json_probe([python or sys.executable, "-c", _REGISTRY_PROBE], timeout=REGISTRY_TIMEOUT_S))
+        names = frozenset(json_probe([python or sys.executable, "-c", _REGISTRY_PROBE], timeout=REGISTRY_TIMEOUT_S))
+        if remembered is not None:
+            # Every session asks, a re-check from stored runs too: the answer is kept per installed vLLM.
+            with contextlib.suppress(OSError):
+                from pytest_rllm.baseline_store import atomic_write_text
+
+                atomic_write_text(remembered, json.dumps(sorted(names)))
+        return names
     except ProbeFailed as failed:
         if failed.stage == "run":
             return f"reading it failed: {failed.detail}"
         if failed.stage == "exit":
             return f"vllm.reasoning.ReasoningParserManager not readable: {failed.detail.partition(': ')[2]}"
         return f"unexpected answer from the registry: {failed.detail[-200:]!r}"
+
+
+def _registry_file(dist: tuple[str, str]) -> Path:
+    """Where the registry's answer for this interpreter's vLLM is kept: its version, and where it is installed."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        where = str(metadata.distribution(dist[0]).locate_file(""))
+    except metadata.PackageNotFoundError:
+        where = ""
+    tag = hashlib.sha256(f"{sys.executable}\0{dist[0]}\0{dist[1]}\0{where}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "pytest-rllm" / "reasoning-parsers"
+    return root / f"{dist[0]}-{dist[1]}-{tag}.json"
 
 
 # Where the installed vLLM lacks the chosen parser: another that splits the same markers.

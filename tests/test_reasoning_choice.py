@@ -12,6 +12,7 @@ engine starts.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -362,21 +363,26 @@ def test_no_parser_needs_no_registry(tmp_path):
     assert choose_reasoning_parser("auto", str(folder), RllmSettings(model=str(folder)), registry=registry).parser is None
 
 
-def test_every_name_the_choice_gives_is_registered_in_the_installed_vllm_and_reading_it_imports_no_vllm():
+def test_every_name_the_choice_gives_is_registered_in_the_installed_vllm_and_reading_it_imports_no_vllm(tmp_path):
     """The real registry (vllm.reasoning.ReasoningParserManager), read as the plugin reads it: a few seconds."""
     if vllm_distribution() is None:
         pytest.skip("vllm is not installed")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}  # an empty cache: the registry itself is read
     code = (
         "import json, sys; from pytest_rllm.reasoning import registered_reasoning_parsers as r; names = r();"
         "print(json.dumps([names if isinstance(names, str) else sorted(names),"
         " [m for m in ('vllm', 'torch') if m in sys.modules]]))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180, env=env)
     registered, heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert heavy == []
     assert not isinstance(registered, str), registered
     produced = {p.values[1] for p in TABLE if p.values[1]} | {REASONING_PARSER}
     assert produced <= set(registered), f"not registered: {sorted(produced - set(registered))}"
+    # Remembered for the next session of this installation, which then starts no subprocess.
+    again = subprocess.run([sys.executable, "-c", code.replace("names = r();", "import pytest_rllm.engines.platform as p;"
+                            " p.json_probe = None; names = r();")], capture_output=True, text=True, check=True, timeout=60, env=env)
+    assert json.loads(again.stdout.strip().splitlines()[-1])[0] == registered
 
 
 # ---------------------------------------------------------------- names, hub ids, the embedded model
