@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from pytest_rllm.checks.serving import host_noise
+from pytest_rllm.checks.serving import held_open_by, host_noise
 from pytest_rllm.settings import RllmSettings
 
 MIN_TRIALS = 3
@@ -248,7 +248,7 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
                 run.trial = index
                 measured[side] = run
                 order.append((side, index))
-            noise = [f"{side}: {why}" for side, run in measured.items() if (why := host_noise(run) or _held_open(run))]
+            noise = [f"{side}: {why}" for side, run in measured.items() if (why := host_noise(run) or held_open_by(run))]
             if noise and extra > 0:
                 # Something else used the machine during this pair: measure the pair again.
                 extra -= 1
@@ -269,23 +269,6 @@ def interleave(reference: _Session, candidate: _Session, label: str, workload: s
         combined[side] = run
     return ABPair(label, workload, combined["reference"], combined["candidate"], order, keep_both, settled=settled,
                   redone=redone)
-
-
-def _held_open(run: Any) -> str | None:
-    """Why the run's throughput shows one request, not the engine: its last request ran to max_tokens.
-
-    On the embedded model one request in a few hundred runs to the 4096-token budget. It finishes last,
-    holding a ~3 s batch open for ~30 s, and its trial's tok/s falls 5-10x on either engine
-    (benchmarks/RESULTS.md, "Candidate engine").
-    """
-    done = [r for r in getattr(run, "records", ()) if r.ok and r.t_done is not None]
-    if not done:
-        return None
-    last = max(done, key=lambda r: r.t_done)
-    if last.finish_reason != "length":
-        return None
-    return (f"its last request ({last.item_id}) ran to max_tokens and held the batch open "
-            f"({last.output_tokens} tokens)")
 
 
 # --------------------------------------------------------------------------- verdicts

@@ -49,9 +49,14 @@ class PluginState:
 
         Finding and baseline tests also get their claim, the first line of their docstring.
         """
+        group_for_xdist = bool(items) and items[0].config.pluginmanager.hasplugin("xdist")
         for item in items:
             needs = needs_of(item, self.settings)
             self.plan_runs(needs)
+            if group_for_xdist and needs and item.get_closest_marker("xdist_group") is None:
+                # With --dist loadgroup, a configuration's tests go to one worker, which starts its engine;
+                # a test that also reads baseline's runs gets them from the run store.
+                item.add_marker(pytest.mark.xdist_group(configuration_group(needs)))
             if needs or "rllm_finding" in getattr(item, "fixturenames", ()):
                 doc = (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()
                 if doc:
@@ -176,6 +181,12 @@ class PluginState:
         from pytest_rllm.report.terminal import section_lines
 
         return section_lines(self.merged, time.perf_counter() - self.started)
+
+
+def configuration_group(needs: list[Pair]) -> str:
+    """The xdist group of a test: the first configuration it reads other than baseline, else baseline."""
+    others = [label for label, _ in needs if label != "baseline"]
+    return f"rllm-{others[0] if others else 'baseline'}"
 
 
 STATE_KEY = pytest.StashKey[PluginState]()

@@ -241,12 +241,14 @@ def test_speeds_measured_on_a_busy_host_are_not_recorded_and_say_why(tmp_path):
 
 def test_a_batch_held_open_by_a_runaway_request_is_speed_noise_unless_the_median_sees_past_it():
     runaway = trial(0, 1.0)
-    runaway.records[0].finish_reason = "length"
+    runaway.records[0].finish_reason = "length"  # truncated, but it finished first: it held nothing open
+    assert speed_noise(runaway) is None
+    runaway.records[-1].finish_reason = "length"  # the last to finish ran to the budget
     assert "ran to the token budget" in speed_noise(runaway)
     # One runaway trial of three: the median ignores it.
     assert speed_noise(combine_trials([runaway, trial(1, 1.0), trial(2, 1.0)])) is None
     two = trial(1, 1.0)
-    two.records[0].finish_reason = "length"
+    two.records[-1].finish_reason = "length"
     assert "2 of 3 trials" in speed_noise(combine_trials([runaway, two, trial(2, 1.0)]))
 
 

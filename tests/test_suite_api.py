@@ -170,3 +170,32 @@ def test_reasoning_evidence_counts_completed_replies_to_thinking_prompts():
     assert evidence.is_reasoning_model and "2 of 3 replies had reasoning" in evidence.text()
     assert not reasoning_evidence(SimpleNamespace(records=[record("")] * 4, engine={})).is_reasoning_model
     assert not reasoning_evidence(SimpleNamespace(records=[], engine={})).is_reasoning_model
+
+
+GROUP_PRINTER = """
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        marker = item.get_closest_marker("xdist_group")
+        print("GROUP", item.name, marker.args[0] if marker else None)
+"""
+
+
+def test_under_xdist_each_test_is_grouped_by_the_configuration_it_reads_besides_baseline(pytester):
+    pytester.makeconftest(GROUP_PRINTER)
+    pytester.makepyfile("""
+import pytest
+from pytest_rllm.fixtures import run_fixture
+
+ngram_run = run_fixture("spec-ngram", "main")
+
+def test_base(baseline_run): pass
+
+def test_ngram(baseline_run, ngram_run): pass
+
+def test_plain(): pass
+""")
+    result = pytester.runpytest("--collect-only", "-q", "-s", "-p", "xdist")
+    result.stdout.fnmatch_lines(["GROUP test_base rllm-baseline", "GROUP test_ngram rllm-spec-ngram", "GROUP test_plain None"])

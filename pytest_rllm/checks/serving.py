@@ -159,12 +159,29 @@ def speed_noise(run: Any) -> str | None:
     if busy:
         return busy
     trials = getattr(run, "trials", None) or [run]
-    held_open = [t for t in trials if (t.summary().get("truncated") or 0) > 0]
+    held_open = [t for t in trials if held_open_by(t)]
     if 2 * len(held_open) > len(trials):
         which = "the run" if len(trials) == 1 else f"{len(held_open)} of {len(trials)} trials"
         return (f"in {which} a request ran to the token budget (--rllm-max-tokens) and held the batch open; "
                 f"--rllm-trials=3 or more lets the median see past it")
     return None
+
+
+def held_open_by(run: Any) -> str | None:
+    """Why one run's throughput shows one request, not the engine: the request that finished last ran to max_tokens.
+
+    On the embedded model one request in a few hundred runs to the 4096-token budget. Finishing
+    last, it holds a ~3 s batch open for ~30 s, and the run's tok/s falls 5-10x on any engine
+    (benchmarks/RESULTS.md). A truncated request that finished before others held nothing open.
+    """
+    done = [r for r in getattr(run, "records", ()) if r.ok and r.t_done is not None]
+    if not done:
+        return None
+    last = max(done, key=lambda r: r.t_done)
+    if last.finish_reason != "length":
+        return None
+    return (f"its last request ({last.item_id}) ran to max_tokens and held the batch open "
+            f"({last.output_tokens} tokens)")
 
 
 def recorded_warm(configuration: dict[str, Any]) -> bool:
