@@ -98,21 +98,10 @@ def _session_class() -> type:
             python = self.reference_settings.candidate_python
             if self.settings.endpoint or python is None:
                 return super()._make_engine(spec, label)
-            import os
+            from pytest_rllm.engines.factory import make_engine
 
-            from pytest_rllm.engines.server import VllmServer
-            env = dict(os.environ)
-            if self.gpu_ids is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
-                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_ids)
-            return VllmServer(
-                spec,
-                reasoning_parser=(choice := self.reasoning_choice(spec, label)).parser,
-                split_thinking=choice.split_by_harness,
-                startup_timeout=self.settings.startup_timeout,
-                log_dir=self.log_dir,
-                env=env,
-                python=python,
-            )
+            return make_engine(self.settings, spec, label, choice=lambda: self.reasoning_choice(spec, label),
+                               gpu_ids=self.gpu_ids, log_dir=self.log_dir, python=python)
 
     return CandidateSession
 

@@ -12,7 +12,6 @@ is the runner's (runner.py).
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,48 +301,19 @@ class RllmSession:
         return engine
 
     def _make_engine(self, spec: EngineSpec, label: str) -> Engine:
-        settings = self.settings
-        if settings.endpoint:
-            if label not in ("baseline", REFERENCE):
-                # An external server runs one fixed configuration: comparisons need engines we start.
-                raise PresetUnavailable(
-                    f"{label} needs an engine the harness starts; --rllm-endpoint serves one fixed configuration"
-                )
-            from pytest_rllm.engines.endpoint import ExternalEndpoint
+        from pytest_rllm.engines.factory import make_engine
 
-            # --rllm-model names what the server serves; None: the first id of its /v1/models.
-            return ExternalEndpoint(spec, settings.endpoint, api_key=self.api_key(), model=settings.served_model_wanted)
-        if settings.engine == "inprocess":
-            from pytest_rllm.engines.inprocess import InProcessEngine
-
-            return InProcessEngine(spec, split_thinking=self.reasoning_choice(spec, label).thinks)
-        from pytest_rllm.engines.server import VllmServer
-
-        env = dict(os.environ)
-        if self.gpu_ids is not None and "CUDA_VISIBLE_DEVICES" not in os.environ:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_ids)
-        choice = self.reasoning_choice(spec, label)
-        return VllmServer(
-            spec,
-            reasoning_parser=choice.parser,
-            split_thinking=choice.split_by_harness,
-            startup_timeout=settings.startup_timeout,
-            log_dir=self.log_dir,
-            env=env,
-        )
+        return make_engine(self.settings, spec, label, choice=lambda: self.reasoning_choice(spec, label),
+                           gpu_ids=self.gpu_ids, log_dir=self.log_dir)
 
     def reasoning_choice(self, spec: EngineSpec, label: str) -> ParserChoice:
         """The reasoning parser for `spec`'s model, from --rllm-reasoning-parser and the model's own files."""
         return reasoning_choice(self.settings, spec.model, label)
 
     def api_key(self) -> str | None:
-        name = self.settings.api_key_env
-        if not name:
-            return None
-        key = os.environ.get(name)
-        if not key:
-            raise EngineStartError(f"--rllm-api-key-env={name}: the environment variable {name} is not set")
-        return key
+        from pytest_rllm.engines.factory import api_key_from_env
+
+        return api_key_from_env(self.settings.api_key_env)
 
     def stop_engine(self) -> None:
         engine, self._engine, self._engine_label = self._engine, None, None
