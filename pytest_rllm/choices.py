@@ -28,6 +28,7 @@ UPDATE_MODES = ("none", "changed", "all")
 REFERENCE = "reference"  # the plain-LLM reference configuration (--rllm-reference-model)
 
 CANDIDATE_ENGINES = ("auto", "both", "one")  # --rllm-candidate-engines
+START_AHEAD = ("auto", "on", "off")  # --rllm-start-ahead
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # --rllm-dtype
 
 # Finding thresholds: name -> (default, meaning). Accuracy thresholds are in percentage points.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS
 from pytest_rllm.parsers import (
-    SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_candidate_optimizations, parse_count,
+    SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_start_ahead, parse_candidate_optimizations, parse_count,
     parse_datasets, parse_dtype, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_flag, parse_int, parse_list,
     parse_model, parse_optimizations, parse_positive_int, parse_probability, parse_python,
     parse_quantized_models, parse_reasoning_parser, parse_report_file, parse_served_model, parse_slo, parse_text, parse_thresholds,
@@ -60,6 +60,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("dtype", parse_dtype, "auto", "dtype the engines serve in; 'auto': float32 on a CPU without native bf16 (no avx512_bf16/amx_bf16), bfloat16 on one with it, vLLM's own default on GPUs. --rllm-server-arg=--dtype=... wins over it.", "auto|float32|bfloat16|float16"),
     Option("reasoning_parser", parse_reasoning_parser, "auto", "vLLM --reasoning-parser for the server: auto, deepseek_r1, qwen3, ..., or none.", "NAME"),
     Option("startup_timeout", parse_duration, 600.0, "How long an engine may take to become healthy.", "DURATION"),
+    Option("start_ahead", parse_start_ahead, "auto", "Start the next configuration's server beside this one's, paused until its turn; 'auto': on CPU where both fit in memory, never on GPUs ('on' there needs a --gpu-memory-utilization split).", "auto|on|off"),
     Option("request_timeout", parse_duration, 600.0, "How long one request may take before it is recorded as failed.", "DURATION"),
     Option("run_timeout", parse_duration, 3600.0, "How long one workload run may take before the remaining requests are cancelled.", "DURATION"),
     Option("dataset", parse_datasets, ("procedural",), "Data sets to draw prompts from: NAME or NAME=PATH.jsonl, comma separated.", "LIST"),

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from pytest_rllm.choices import (
     CANDIDATE_ENGINES,
+    START_AHEAD,
     DTYPES,
     EMBEDDED_MODEL,
     PRESETS,
@@ -359,6 +360,13 @@ def parse_candidate_engines(text: str) -> str:
     value = str(text).strip()
     if value not in CANDIDATE_ENGINES:
         raise SettingError(f"expected auto, both or one, got {value!r}")
+    return value
+
+
+def parse_start_ahead(text: str) -> str:
+    value = str(text).strip()
+    if value not in START_AHEAD:
+        raise SettingError(f"expected auto, on or off, got {value!r}")
     return value
 
 

@@ -85,6 +85,14 @@ class RunSources:
         same_session = self.shared_with_workers and stored.session_id == self.store.session_id
         return self._reused(stored.run, name, "xdist worker" if same_session else "run store", stored)
 
+    def has(self, key: RunKey) -> bool:
+        """Whether find() would answer without an engine (a stored run, or a report's run or skip), reading nothing back."""
+        if self.report_runs is not None:
+            return True
+        if self.store is None or not (self.settings.reuse_runs or self.shared_with_workers):
+            return False
+        return self.store.load(key, this_session_only=not self.settings.reuse_runs) is not None
+
     def keep(self, key: RunKey, run: RunResult) -> None:
         """A run this session generated: into the store (a failed run is not kept: it is generated again)."""
         import time

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_rllm.engines.base import Engine, EngineStartError, EngineUnsupported
+from pytest_rllm.engines.base import Engine, EngineDied, EngineStartError, EngineUnsupported
+from pytest_rllm.engines.start_ahead import EngineAhead
 from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable, build_spec, resolve_model
 from pytest_rllm.reasoning import ParserChoice, reasoning_choice
 from pytest_rllm.records import Item
@@ -54,6 +55,7 @@ class Timings:
     engine_stop: float = 0.0
     warm_up: float = 0.0
     engines_started: int = 0
+    engines_started_ahead: int = 0  # started beside another engine (--rllm-start-ahead), paused until their turn
     runs_reused: int = 0  # read from the run store, another xdist worker or a report
     per_engine: dict[str, float] = field(default_factory=dict)
 
@@ -78,6 +80,8 @@ class RllmSession:
         self.engine_infos: dict[str, dict[str, Any]] = {}
         self._warmed: Engine | None = None  # the engine that has had its warm-up batch
         self.shared_engines: dict[str, tuple[str, str]] = {}  # label -> (the label whose engine served it, why)
+        self._ahead: EngineAhead | None = None  # a server started beside another, paused until its configuration's turn
+        self.started_ahead: dict[str, str] = {}  # label -> the label whose engine it started beside
 
     @property
     def runs(self) -> list[RunResult]:
@@ -168,33 +172,9 @@ class RllmSession:
             return outcome
 
     def _serve_same_engine_labels(self, label: str) -> None:
-        """While `label`'s engine is up, the planned runs of configurations that are this same engine (engines/sharing.py)."""
-        from pytest_rllm.engines.sharing import same_engine
+        from pytest_rllm.engines.sharing import serve_same_engine_labels
 
-        if self._engine is None or self._engine_label != label:
-            return
-        running = self.spec_for(label)
-        for other in list(self.plan):
-            if self._engine is None:  # it died serving one of them
-                return
-            if other == label or other in self.engine_failures or all((other, n) in self.outcomes for n in self.plan[other]):
-                continue
-            try:
-                why = same_engine(running, self.spec_for(other), self.engine_infos[label].get("cache_config") or {})
-            except PresetUnavailable:
-                continue
-            if why is None:
-                continue
-            # The report says the two labels were one engine, and why.
-            self.engine_infos[other] = {**self.engine_infos[label], "spec": self.spec_for(other).to_dict(),
-                                        "shared_engine": {"with": label, "why": why}}
-            self.shared_engines[other] = (label, why)
-            self._engine_label = other
-            try:
-                self._generate_planned(other, self.plan[other][0])
-            finally:
-                if self._engine is not None:
-                    self._engine_label = label
+        serve_same_engine_labels(self, label)
 
     def _generate_planned(self, label: str, workload: str) -> _Outcome:
         engine: Engine | None = None
@@ -284,21 +264,56 @@ class RllmSession:
             return self._engine
         self.stop_engine()
         spec = self.spec_for(label)
-        engine = self._make_engine(spec, label)
-        t0 = time.perf_counter()
-        try:
-            engine.start()
-        finally:
-            elapsed = time.perf_counter() - t0
-            self.timings.engine_start += elapsed
-            self.timings.per_engine[label] = elapsed
-        self.timings.engines_started += 1
+        engine = self._adopt_ahead(label)
+        if engine is None:
+            engine = self._make_engine(spec, label)
+            self._start(engine, label)
         self._engine, self._engine_label = engine, label
         from pytest_rllm.telemetry.prometheus import SAMPLE_NAMES, cache_config
 
         # KV capacity (blocks x block size) and cache dtype, as the engine reports them.
         self.engine_infos[label] = {**engine.info(), "spec": spec.to_dict(), "cache_config": cache_config(engine.metrics_text(SAMPLE_NAMES) or "")}
+        if label in self.started_ahead:  # the report says so: it waited paused, and took no CPU meanwhile
+            self.engine_infos[label]["started_ahead"] = {"beside": self.started_ahead[label]}
         return engine
+
+    def _start(self, engine: Engine, label: str) -> None:
+        """Starts `label`'s engine, and the next configuration's beside it where that is allowed (engines/start_ahead.py)."""
+        from pytest_rllm.engines import start_ahead
+
+        other = start_ahead.partner_for(self, label) if self._ahead is None else None
+        t0 = time.perf_counter()
+        try:
+            if other is None:
+                engine.start()
+            else:
+                self._ahead = start_ahead.start_pair(engine, start_ahead.EngineAhead(
+                    other, self._make_engine(self.spec_for(other), other), beside=label))
+                self.timings.engines_started += self._ahead.engine is not None
+        finally:
+            self.timings.engine_start += time.perf_counter() - t0
+            self.timings.per_engine[label] = getattr(engine, "startup_seconds", None) or time.perf_counter() - t0
+        self.timings.engines_started += 1
+
+    def _adopt_ahead(self, label: str) -> Engine | None:
+        """The engine started ahead for `label`, continued; None: start one (none was, or it failed beside another)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or ahead.label != label:
+            self._ahead = ahead
+            return None
+        if isinstance(ahead.error, EngineUnsupported):
+            raise ahead.error  # the hardware's answer, beside another engine or not
+        if ahead.engine is None:
+            return None  # a failure beside another engine may be the pairing's (memory): started again alone
+        try:
+            ahead.engine.resume()
+        except EngineDied:
+            ahead.engine.stop()
+            return None
+        self.started_ahead[label] = ahead.beside
+        self.timings.engines_started_ahead += 1
+        self.timings.per_engine[label] = getattr(ahead.engine, "startup_seconds", None) or 0.0
+        return ahead.engine
 
     def _make_engine(self, spec: EngineSpec, label: str) -> Engine:
         from pytest_rllm.engines.factory import make_engine
@@ -323,6 +338,9 @@ class RllmSession:
             self.timings.engine_stop += time.perf_counter() - t0
 
     def close(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.engine is not None:
+            ahead.engine.stop()
         self.stop_engine()
         self.runner.close()
 

@@ -115,6 +115,7 @@ class RllmSettings:
     candidate_server_arg: tuple[str, ...] = ()
     candidate_optimizations: tuple[str, ...] = ("baseline",)
     candidate_engines: str = "auto"
+    start_ahead: str = "auto"
     extras: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @classmethod

