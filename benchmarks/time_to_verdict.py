@@ -4,6 +4,7 @@
     python benchmarks/time_to_verdict.py -- -k prefix     # anything after -- goes to pytest
     python benchmarks/time_to_verdict.py --timeout 1800
     python benchmarks/time_to_verdict.py --modes server,reuse,inprocess,xdist   # the four RESULTS.md carries
+    python benchmarks/time_to_verdict.py --modes server-one,server   # servers one at a time, then started ahead
 
 Runs pytest in a subprocess (so its imports are counted), with a JSON report,
 and prints the plugin's own "time to verdict" lines (engine start, generation,
@@ -36,6 +37,7 @@ import _common as C  # noqa: E402
 # (it must follow a cold mode); "xdist" is in process with two workers sharing one run store.
 MODES = {
     "server": [],
+    "server-one": ["--rllm-start-ahead=off"],  # one server at a time: what --rllm-start-ahead saves
     "inprocess": ["--rllm-engine=inprocess"],
     "reuse": ["--rllm-reuse-runs"],
     "xdist": ["--rllm-engine=inprocess", "-n", "2"],
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="stop pytest after this many seconds")
     parser.add_argument("--quick", action="store_true", help="fewer prompts (--rllm-num-prompts=16)")
     parser.add_argument("--modes", default="server",
-                        help="comma-separated, in order: server (cold), inprocess (cold), reuse (re-check of the "
+                        help="comma-separated, in order: server (cold), server-one (cold, --rllm-start-ahead=off), inprocess (cold), reuse (re-check of the "
                              "previous mode's runs), xdist (in process, -n 2, cold); e.g. server,reuse,inprocess,xdist")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

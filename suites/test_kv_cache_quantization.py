@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rllm.checks.finding import SPEED_RATIO_TOLERANCES, fmt, speed_ratios
+from pytest_rllm.checks.serving import ratio_noise
 
 PRESETS = ["kv-fp8-e4m3", "kv-fp8-e5m2"]
 METRICS = {"accuracy": None, **SPEED_RATIO_TOLERANCES}
@@ -21,4 +22,5 @@ def test_kv_quantized_accuracy_within_tolerance(baseline_run, preset_run, rllm_f
 def test_kv_quantization_matches_baseline(baseline_run, preset_run, rllm_baseline):
     """FP8 KV-cache accuracy and speed ratios match the stored baseline."""
     s = preset_run.summary()
-    rllm_baseline.check({**s, **speed_ratios(baseline_run.summary(), s)}, METRICS)
+    rllm_baseline.check({**s, **speed_ratios(baseline_run.summary(), s)}, METRICS,
+                        speed_noise=ratio_noise(baseline_run, preset_run))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_rllm.checks.finding import SPEED_RATIO_TOLERANCES, fmt, speed_ratios
+from pytest_rllm.checks.serving import ratio_noise
 
 PRESETS = ["quant-int8", "quant-fp8", "quant-awq", "quant-gptq"]
 METRICS = {"accuracy": None, **SPEED_RATIO_TOLERANCES}
@@ -39,4 +40,5 @@ def test_quantization_speed_is_reported_and_slowdown_flagged(baseline_run, prese
 def test_quantization_matches_baseline(baseline_run, preset_run, rllm_baseline):
     """Quantized accuracy, speed ratios and KV capacity match the stored baseline."""
     s = preset_run.summary()
-    rllm_baseline.check({**s, **speed_ratios(baseline_run.summary(), s)}, METRICS)
+    rllm_baseline.check({**s, **speed_ratios(baseline_run.summary(), s)}, METRICS,
+                        speed_noise=ratio_noise(baseline_run, preset_run))

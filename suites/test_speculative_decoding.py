@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_rllm.checks.finding import SPEED_RATIO_TOLERANCES, cpu_spec_decoding_bug, fmt, speed_ratios
+from pytest_rllm.checks.serving import ratio_noise
 
 PRESETS = ["spec-ngram", "spec-draft"]
 METRICS = {"accuracy": None, "spec_acceptance_rate": "15pt", **SPEED_RATIO_TOLERANCES}
@@ -58,4 +59,5 @@ def test_speculative_acceptance_is_reported_and_ttfvt_rise_flagged(baseline_run,
 def test_speculative_decoding_matches_baseline(baseline_run, preset_run, rllm_baseline):
     """Speculative decoding's accuracy, acceptance and speed ratios match the stored baseline."""
     s = preset_run.summary()
-    rllm_baseline.check({"spec_acceptance_rate": float("nan"), **s, **speed_ratios(baseline_run.summary(), s)}, METRICS)
+    rllm_baseline.check({"spec_acceptance_rate": float("nan"), **s, **speed_ratios(baseline_run.summary(), s)}, METRICS,
+                        speed_noise=ratio_noise(baseline_run, preset_run))

@@ -18,6 +18,7 @@ from pytest_rllm.checks.serving import (
     HOST_BUSY_SHARE,
     SPEED_METRICS,
     hardware_class,
+    ratio_noise,
     recorded_warm,
     speed_noise,
     serving_metrics,
@@ -250,6 +251,15 @@ def test_a_batch_held_open_by_a_runaway_request_is_speed_noise_unless_the_median
     two = trial(1, 1.0)
     two.records[-1].finish_reason = "length"
     assert "2 of 3 trials" in speed_noise(combine_trials([runaway, two, trial(2, 1.0)]))
+
+
+def test_a_speed_ratio_is_noise_when_either_run_was_held_open():
+    quiet, runaway = trial(0, 1.0), trial(1, 1.0)
+    runaway.records[-1].finish_reason = "length"
+    runaway.label = "kv-fp8-e4m3"
+    assert ratio_noise(quiet, trial(2, 1.0)) is None
+    assert ratio_noise(quiet, runaway).startswith("kv-fp8-e4m3/main: in the run a request ran to the token budget")
+    assert ratio_noise(runaway, quiet).startswith("kv-fp8-e4m3/main:")
 
 
 def test_stored_configuration_reads_the_recorded_settings_and_is_empty_without_a_file(tmp_path):
