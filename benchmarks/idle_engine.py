@@ -7,6 +7,7 @@ seconds during the round (its process group, from /proc), and the ratio of the
 with/without rounds (geometric mean, paired by round).
 
     python benchmarks/idle_engine.py --rounds 3 [--python /work/candidate-venv-0.31.0/bin/python]
+    python benchmarks/idle_engine.py --rounds 5 --paused   # beside a paused server (--rllm-start-ahead)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--python", default=None, help="the idle server's python (default: this installation)")
     parser.add_argument("--num-prompts", type=int, default=100)
+    parser.add_argument("--paused", action="store_true",
+                        help="pause the second server (SIGSTOP), as --rllm-start-ahead leaves a server waiting its turn")
     args = parser.parse_args()
     engine_env()
     from pytest_rllm.engines.server import VllmServer
@@ -42,7 +45,7 @@ def main() -> None:
     session = RllmSession(settings, log_dir=log_dir)
     spec = build_spec("baseline", settings, str(MODEL_DIR))
     print(machine(), "|", load_average())
-    print("idle server:", args.python or "this installation")
+    print("idle server:", args.python or "this installation", "(paused)" if args.paused else "")
     rows = []
     try:
         session.measure("baseline", "main", trials=1)  # start + warm-up + one unrecorded run
@@ -54,6 +57,8 @@ def main() -> None:
                                       python=args.python)
                     idle.start()
                     time.sleep(5)  # past its start-up work
+                    if args.paused:
+                        idle.pause()
                 cpu0 = group_cpu_seconds(idle.proc.pid) if idle else 0.0
                 run = session.measure("baseline", "main", trials=1)
                 cpu1 = group_cpu_seconds(idle.proc.pid) if idle else 0.0

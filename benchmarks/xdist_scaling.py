@@ -44,7 +44,8 @@ def run(label: str, workers: int, extra: list[str], timeout: float) -> dict:
     runs = json.loads(report.read_text())["runs"] if report.exists() else []
     generated = Counter(r["name"] for r in runs if not r.get("reused"))
     engines = [int(n) for n in re.findall(r"engine start \(import \+ load, (\d+) engines\)", out)]
-    summary = next((line for line in reversed(out.splitlines()) if " in " in line and line.startswith("=")), "")
+    # pytest -q ends with "9 passed in 20.1s" (no "=" rule around it).
+    summary = next((line for line in reversed(out.splitlines()) if re.search(r"\b\d+ (passed|failed|errors?)\b", line)), "")
     return {"label": label, "wall": wall, "generated": generated, "engines": engines, "summary": summary.strip("= ")}
 
 
