@@ -156,9 +156,15 @@ class BaselineStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
-    def path_for(self, *, hardware_key: str, model: str, module: str, test_id: str, name: str | None = None) -> Path:
-        """<root>/<hardware-key>/<model-slug>/<module>/<test id>[--<name>].json, every part filesystem-safe."""
+    def path_for(self, *, hardware_key: str, model: str, module: str, test_id: str, name: str | None = None,
+                 engine_kind: str | None = None) -> Path:
+        """<root>/<hardware-key>/<model-slug>/<module>/<test id>[--<name>][@<engine kind>].json, every part filesystem-safe.
+
+        `engine_kind` names an engine whose figures are not a server's (ENGINE_KIND_FILES).
+        """
         stem = test_id if name is None else f"{test_id}--{name}"
+        if engine_kind:
+            stem = f"{stem}@{engine_kind}"
         return self.root / safe_name(hardware_key) / slug(model) / safe_name(module) / f"{safe_name(stem)}.json"
 
     def read(self, path: str | os.PathLike[str]) -> dict[str, Any] | None:

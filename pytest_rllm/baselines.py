@@ -36,6 +36,12 @@ from pytest_rllm.tolerance import (
 # Settings that change what a metric means; recorded with the baseline, so a
 # failure can say "the baseline was measured with max_tokens=4096". "dtype" is the
 # one engines served in (engines.spec.dtype_for), not the option's text: "auto" differs by CPU.
+# Engine kinds whose figures differ from a server's by design, so their baselines have files of
+# their own (<test>@inprocess.json): an in-process run has no HTTP and no API server in its
+# E2E, and the prefix-caching on/off E2E ratio read 0.38 in process against 0.80 served
+# (benchmarks/RESULTS.md, 2026-12-04). An endpoint is a server: it shares the server's files.
+ENGINE_KIND_FILES = ("inprocess",)
+
 CONFIGURATION_KEYS = (
     "dataset", "num_prompts", "repeats", "trials", "warm_up", "max_tokens", "temperature", "top_p", "seed",
     "arrival", "max_concurrency", "slo", "accuracy", "engine", "reasoning_parser", "dtype",
@@ -72,7 +78,10 @@ class BaselineCheck:
         configuration: Mapping[str, Any] | None = None,
         user_properties: list[tuple[str, object]] | None = None,
         display_root: str | os.PathLike[str] | None = None,
+        engine_kind: str | None = None,
     ) -> None:
+        # An engine kind with its own files (ENGINE_KIND_FILES) compares with the server's file until it has one.
+        self.engine_kind = engine_kind if engine_kind in ENGINE_KIND_FILES else None
         if update not in ("none", "changed", "all"):
             raise ValueError(f"update must be 'none', 'changed' or 'all', got {update!r}")
         self.store = store
@@ -115,15 +124,30 @@ class BaselineCheck:
     def stored_configuration(self, name: str | None = None) -> dict[str, Any]:
         """The settings the stored baseline was recorded with ({} when there is no readable file)."""
         try:
-            stored = self.store.read(self.path(name))
+            stored = self.store.read(self.read_path(name))
         except BaselineError:
             return {}
         return dict((stored or {}).get("configuration") or {})
 
     def path(self, name: str | None = None) -> Path:
+        """The file this check writes: the engine kind's own where it has one (ENGINE_KIND_FILES)."""
+        return self.store.path_for(
+            hardware_key=self.hardware_key, model=self.model, module=self.module, test_id=self.test_id, name=name,
+            engine_kind=self.engine_kind,
+        )
+
+    def _server_path(self, name: str | None = None) -> Path:
         return self.store.path_for(
             hardware_key=self.hardware_key, model=self.model, module=self.module, test_id=self.test_id, name=name
         )
+
+    def read_path(self, name: str | None = None) -> Path:
+        """The file this check compares with: its own, else (not when writing) the server engine's."""
+        own = self.path(name)
+        if self.engine_kind is None or own.exists() or self.update != "none":
+            return own
+        server = self._server_path(name)
+        return server if server.exists() else own
 
     def _display(self, path: Path) -> str:
         if self.display_root is not None:
@@ -173,7 +197,7 @@ class BaselineCheck:
                 f"give each call its own name=... so each gets its own baseline file"
             )
         self._names_seen.add(name)
-        path = self.path(name)
+        path = self.read_path(name)
         shown = self._display(path)
         obtained = {str(k): Measurement.of(v) for k, v in data.items()}
         test_tolerances = {k: parse_tolerance(v) for k, v in (tolerances or {}).items()}
@@ -274,7 +298,11 @@ class BaselineCheck:
 
         outcome = CheckOutcome(self.nodeid, shown, name, action, checks, engine_change=self._engine_change(stored))
         if outcome.failed:
-            outcome.message = failure_message(checks, shown, notes=self._configuration_notes(stored),
+            notes = self._configuration_notes(stored)
+            if path != self.path(name):
+                notes.insert(0, f"note: compared with the server engine's file: no {self.engine_kind} baseline is recorded "
+                                f"here yet; create {self._display(self.path(name))} with {UPDATE_FLAG}")
+            outcome.message = failure_message(checks, shown, notes=notes,
                                               engine_change=outcome.engine_change)
         self._finish(outcome)
         if outcome.failed:
@@ -365,5 +393,6 @@ def baseline_check_for(request: Any, settings: Any, *, hardware_key: str, model:
         configuration=configuration_of(settings),
         user_properties=request.node.user_properties,
         display_root=rootpath,
+        engine_kind=None if settings.endpoint else settings.engine,
     )
 

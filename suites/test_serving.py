@@ -22,7 +22,7 @@ CONFIGURATIONS = ["baseline", "quant-int8", "quant-fp8", "quant-awq", "quant-gpt
 @pytest.mark.parametrize("preset_run", CONFIGURATIONS, indirect=True)
 def test_serving_metrics_match_baseline(preset_run, rllm_baseline, rllm_settings):
     """Throughput, latency percentiles, KV capacity and peak, GPU memory and accuracy match the stored baseline."""
-    if rllm_settings.update_baselines == "none" and not rllm_baseline.path().exists():
+    if rllm_settings.update_baselines == "none" and not rllm_baseline.read_path().exists():
         # Absolute numbers only compare with numbers measured on the same hardware class.
         pytest.skip(f"no serving baseline recorded on {rllm_baseline.hardware_key}; record one with {UPDATE_FLAG}")
     tolerances = serving_tolerances(rllm_baseline.hardware_key, rllm_settings.trials)

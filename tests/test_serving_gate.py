@@ -268,3 +268,36 @@ def test_stored_configuration_reads_the_recorded_settings_and_is_empty_without_a
     assert check.stored_configuration() == {}
     check.check(speeds(3000.0), tolerances=TOL)
     assert gate(tmp_path).stored_configuration()["trials"] == 7
+
+
+# --------------------------------------------------------------------------- engine kinds
+
+
+def kind_gate(tmp_path, kind, update="none"):
+    return BaselineCheck(BaselineStore(tmp_path), hardware_key="cpu-x", model="m", module="mod", test_id="t",
+                         update=update, engine_kind=kind)
+
+
+def test_in_process_baselines_have_their_own_file_and_read_the_servers_until_then(tmp_path):
+    gate(tmp_path, update="changed").check(speeds(3000.0), tolerances=TOL)  # recorded with a server
+    server_file = gate(tmp_path).path()
+    inprocess = kind_gate(tmp_path, "inprocess")
+    assert inprocess.path().name == "t@inprocess.json" and inprocess.path().parent == server_file.parent
+    assert inprocess.read_path() == server_file  # none of its own yet: compared with the server's
+    with pytest.raises(pytest.fail.Exception) as failed:
+        inprocess.check(speeds(1000.0), tolerances=TOL)
+    assert "compared with the server engine's file: no inprocess baseline" in str(failed.value)
+    assert "t@inprocess.json" in str(failed.value)
+    # Recording in process writes its own file, whole, and leaves the server's alone.
+    kind_gate(tmp_path, "inprocess", update="changed").check(speeds(1000.0), tolerances=TOL)
+    own = BaselineStore(tmp_path).read(inprocess.path())
+    assert set(own["metrics"]) == {"output_throughput", "accuracy"}
+    assert BaselineStore(tmp_path).read(server_file)["metrics"]["output_throughput"]["value"] == 3000.0
+    kind_gate(tmp_path, "inprocess").check(speeds(1000.0), tolerances=TOL)  # its own now: passes
+    with pytest.raises(pytest.fail.Exception):
+        gate(tmp_path).check(speeds(1000.0), tolerances=TOL)  # the server's file still gates servers
+
+
+def test_server_and_endpoint_engines_share_the_plain_file(tmp_path):
+    assert kind_gate(tmp_path, "server").path() == gate(tmp_path).path() == kind_gate(tmp_path, None).path()
+    assert kind_gate(tmp_path, "inprocess").read_path() == kind_gate(tmp_path, "inprocess").path()  # nothing to fall back to
