@@ -2,7 +2,7 @@
 
 One server, one session shape: record the serving baseline from --rllm-trials=7
 runs (what a 2-core host needs for the 1.25x band), check seven more unchanged runs against it, then cap the engine's
-processes at CPU_CAP cores with a cgroup (the harness keeps the whole machine)
+processes at CPU_CAPS[0] cores with a cgroup (tighter where that is not 1.45x slower) (the harness keeps the whole machine)
 and check seven more against a baseline recorded from the unchanged ones. The serving gate is the code suites/test_serving.py runs:
 serving_metrics and speed_noise, judged by BaselineCheck, with the within-session band
 (WITHIN_SESSION_BAND) on throughput: across sessions the host's own drift (1.8x in an
@@ -29,9 +29,12 @@ from pytest_rllm.settings import RllmSettings
 
 pytestmark = pytest.mark.engine
 
-# Two cores unchanged; a cap of 1.4 cores makes the embedded model's runs about 1.5x slower
-# on the 2-core hosts (1.25 cores: 1.6x, 1.6 cores: 1.3x; RESULTS.md), the slowdown the gate must catch.
-CPU_CAP = 1.4
+# Two cores unchanged; a cap of 1.4 cores made the embedded model's runs about 1.5x slower
+# on the AVX2 and AMX kinds (1.25 cores: 1.6x, 1.6 cores: 1.3x; RESULTS.md), the slowdown the
+# gate must catch. On the AVX-512 AMD kind 1.4 cores gave only 1.15x (a fresh-clone CI run,
+# 2026-12-04), so the cap is tightened until the run is at least SLOWDOWN slower.
+CPU_CAPS = (1.4, 1.0, 0.7)
+SLOWDOWN = 1.45
 
 
 def gate(root, update: str = "none") -> BaselineCheck:
@@ -72,13 +75,19 @@ def test_the_gate_fails_a_capped_engine_and_passes_the_unchanged_one(tmp_path):
 
         engine = session.engine("baseline")
         pgid = engine.proc.pid
-        with CpuCap(CPU_CAP) as cap:
-            for pid in _group(pgid):
-                cap.add(pid)
-            assert cap.members(), "no engine process went into the cgroup"
-            slowed = session.measure("baseline", "main")
-        ratio = unchanged.summary()["output_throughput"] / slowed.summary()["output_throughput"]
-        print(f"capped at {CPU_CAP} cores: output throughput x1/{ratio:.2f}")
+        for cores in CPU_CAPS:
+            with CpuCap(cores) as cap:
+                for pid in _group(pgid):
+                    cap.add(pid)
+                assert cap.members(), "no engine process went into the cgroup"
+                slowed = session.measure("baseline", "main")
+            ratio = unchanged.summary()["output_throughput"] / slowed.summary()["output_throughput"]
+            print(f"capped at {cores} cores: output throughput x1/{ratio:.2f}")
+            if ratio >= SLOWDOWN:
+                break
+        else:
+            pytest.fail(f"a cap of {CPU_CAPS[-1]} cores slowed the engine only x1/{ratio:.2f}: no engine "
+                        f"{SLOWDOWN}x slower to gate")
         noise = speed_noise(slowed)
         if noise:
             pytest.skip(f"the capped run met a busy host, so the gate may only call it inconclusive: {noise}")
