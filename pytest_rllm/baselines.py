@@ -131,14 +131,12 @@ class BaselineCheck:
 
     def path(self, name: str | None = None) -> Path:
         """The file this check writes: the engine kind's own where it has one (ENGINE_KIND_FILES)."""
+        return self._path_for(name, self.engine_kind)
+
+    def _path_for(self, name: str | None, engine_kind: str | None) -> Path:
         return self.store.path_for(
             hardware_key=self.hardware_key, model=self.model, module=self.module, test_id=self.test_id, name=name,
-            engine_kind=self.engine_kind,
-        )
-
-    def _server_path(self, name: str | None = None) -> Path:
-        return self.store.path_for(
-            hardware_key=self.hardware_key, model=self.model, module=self.module, test_id=self.test_id, name=name
+            engine_kind=engine_kind,
         )
 
     def read_path(self, name: str | None = None) -> Path:
@@ -146,7 +144,7 @@ class BaselineCheck:
         own = self.path(name)
         if self.engine_kind is None or own.exists() or self.update != "none":
             return own
-        server = self._server_path(name)
+        server = self._path_for(name, None)  # the server engine's file
         return server if server.exists() else own
 
     def _display(self, path: Path) -> str:

@@ -73,13 +73,23 @@ class RunSources:
         else:
             yield
 
+    @property
+    def answers_without_engine(self) -> bool:
+        """Whether find() may answer at all: a report, or a store read back (--rllm-reuse-runs, xdist workers)."""
+        return self.report_runs is not None or (
+            self.store is not None and (self.settings.reuse_runs or self.shared_with_workers))
+
+    def _stored(self, key: RunKey) -> StoredRun | None:
+        assert self.store is not None
+        return self.store.load(key, this_session_only=not self.settings.reuse_runs)
+
     def find(self, key: RunKey, name: str) -> RunResult | str | None:
         """The run to use instead of generating one; a skip reason (from a report only); None: generate it."""
         if self.report_runs is not None:
             return self._from_report(key, name)
-        if self.store is None or not (self.settings.reuse_runs or self.shared_with_workers):
+        if not self.answers_without_engine:
             return None
-        stored = self.store.load(key, this_session_only=not self.settings.reuse_runs)
+        stored = self._stored(key)
         if stored is None:
             return None
         same_session = self.shared_with_workers and stored.session_id == self.store.session_id
@@ -89,9 +99,7 @@ class RunSources:
         """Whether find() would answer without an engine (a stored run, or a report's run or skip), reading nothing back."""
         if self.report_runs is not None:
             return True
-        if self.store is None or not (self.settings.reuse_runs or self.shared_with_workers):
-            return False
-        return self.store.load(key, this_session_only=not self.settings.reuse_runs) is not None
+        return self.answers_without_engine and self._stored(key) is not None
 
     def keep(self, key: RunKey, run: RunResult) -> None:
         """A run this session generated: into the store (a failed run is not kept: it is generated again)."""

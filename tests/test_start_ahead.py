@@ -138,12 +138,14 @@ def test_a_failure_of_the_engine_asked_for_raises_and_stops_the_other():
 
 
 def test_the_rllm_section_names_engines_started_ahead():
-    from pytest_rllm.report.terminal import started_ahead_lines, timing_lines
+    from pytest_rllm.report.terminal import shared_engine_lines, started_ahead_lines, timing_lines
 
     runs = [{"label": "baseline", "engine": {}}, {"label": "spec-ngram", "engine": {"started_ahead": {"beside": "baseline"}}},
             {"label": "spec-ngram", "engine": {"started_ahead": {"beside": "baseline"}}}]
     assert started_ahead_lines(runs) == ["started ahead, paused until their turn (--rllm-start-ahead): spec-ngram beside baseline"]
     assert started_ahead_lines(runs[:1]) == []
+    shared = [{"label": "prefix-caching-on", "engine": {"shared_engine": {"with": "baseline", "why": "its default"}}}] * 2
+    assert shared_engine_lines(shared + runs) == ["prefix-caching-on ran on baseline's engine, one engine for both (its default)"]
     lines = timing_lines([{"engine_start": 50.0, "engines_started": 2, "engines_started_ahead": 1}], 80.0)
     assert lines[1] == "  engine start (import + load, 2 engines, 1 of them beside another): 50.0s"
     assert "beside" not in timing_lines([{"engine_start": 50.0, "engines_started": 2}], 80.0)[1]

@@ -144,7 +144,6 @@ def partner_for(session: Any, label: str) -> str | None:
     here (refusal) or the two would not fit in memory.
     """
     from pytest_rllm.engines.platform import cpu_engine_env, is_cpu_build
-    from pytest_rllm.engines.spec import PresetUnavailable
     from pytest_rllm.workloads.suite_workloads import WORKLOADS
 
     settings = session.settings
@@ -163,11 +162,11 @@ def partner_for(session: Any, label: str) -> str | None:
             spec = session.spec_for(other)
             if may_share(running, spec):
                 continue
-            if all(session.sources.has(session.run_key(other, WORKLOADS[n])) for n in names):
+            # Run keys hash the model's files: computed only where a stored run could answer.
+            sources = session.sources
+            if sources.answers_without_engine and all(sources.has(session.run_key(other, WORKLOADS[n])) for n in names):
                 continue  # every run it would give is stored
-        except PresetUnavailable:
-            continue
-        except Exception:  # noqa: BLE001  a bad configuration fails when its own tests ask for it, not here
+        except Exception:  # noqa: BLE001  PresetUnavailable or a bad configuration fails when its own tests ask, not here
             continue
         if on_gpu:
             return other  # --rllm-start-ahead=on on GPUs: the user split the memory

@@ -74,26 +74,28 @@ def variant_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{label} ran as {variant}" for label, variant in seen.items()]
 
 
+def _engine_notes(runs: Sequence[Mapping[str, Any]], key: str, field: str) -> dict[str, Mapping[str, Any]]:
+    """Label -> its first run's engine-info entry `key`, for the runs whose entry names `field`."""
+    seen: dict[str, Mapping[str, Any]] = {}
+    for run in runs:
+        note = (run.get("engine") or {}).get(key) or {}
+        if note.get(field):
+            seen.setdefault(str(run.get("label")), note)
+    return seen
+
+
 def shared_engine_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """"prefix-caching-on ran on baseline's engine: ...", once per configuration served by another's engine."""
-    seen: dict[str, str] = {}
-    for run in runs:
-        shared = (run.get("engine") or {}).get("shared_engine") or {}
-        if shared.get("with"):
-            seen.setdefault(str(run.get("label")), f"{shared['with']}'s engine, one engine for both ({shared.get('why')})")
-    return [f"{label} ran on {text}" for label, text in seen.items()]
+    return [f"{label} ran on {shared['with']}'s engine, one engine for both ({shared.get('why')})"
+            for label, shared in _engine_notes(runs, "shared_engine", "with").items()]
 
 
 def started_ahead_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line naming the configurations whose server started beside another's and waited paused (--rllm-start-ahead)."""
-    seen: dict[str, str] = {}
-    for run in runs:
-        ahead = (run.get("engine") or {}).get("started_ahead") or {}
-        if ahead.get("beside"):
-            seen.setdefault(str(run.get("label")), str(ahead["beside"]))
+    seen = _engine_notes(runs, "started_ahead", "beside")
     if not seen:
         return []
-    names = ", ".join(f"{label} beside {beside}" for label, beside in seen.items())
+    names = ", ".join(f"{label} beside {ahead['beside']}" for label, ahead in seen.items())
     return [f"started ahead, paused until their turn (--rllm-start-ahead): {names}"]
 
 
