@@ -8,9 +8,12 @@ tokenizer, built in a temporary folder. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from host_lock import HostLock
 
 pytest_plugins = ["pytester"]
 
@@ -19,6 +22,58 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# --------------------------------------------------------------------------- tests that run alone
+# `pytest tests/ -n 2` runs two tests at once: two engine tests overlap their start-ups, which
+# import on one core each (benchmarks/RESULTS.md). A test marked `alone` times an engine against
+# itself (the regression gate's 1.45x slowdown) and would read the other worker's load as a
+# slower engine, or skip as a busy host: it holds a lock that every other test of the run shares,
+# so it starts once the running tests end and none starts until it ends. Outside xdist the lock
+# is not taken: one test runs at a time anyway.
+
+
+def _host_lock(config: pytest.Config) -> HostLock | None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return None
+    # One folder per run, named by the run id every worker of it shares.
+    folder = Path(tempfile.gettempdir()) / f"pytest-rllm-tests-{workerinput['testrunuid']}"
+    folder.mkdir(exist_ok=True)
+    return HostLock(folder)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under xdist, the order in which files are handed to the workers: engine files first (long
+    # ones that overlap well), then the fast ones, which fill the gaps, and the `alone` ones last,
+    # when the other worker has the least left to wait for. Every worker sorts the same way, as
+    # xdist requires. One at a time, files keep their usual order.
+    if getattr(config, "workerinput", None) is None:
+        return
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("alone"):
+            return 2
+        return 0 if item.get_closest_marker("engine") else 1
+
+    # Per file (its most urgent test), so a file's tests stay together and in their order.
+    file_rank: dict[Path, int] = {}
+    for item in items:
+        file_rank[item.path] = min(file_rank.get(item.path, 2), rank(item))
+    items.sort(key=lambda item: file_rank[item.path])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    lock = _host_lock(item.config)
+    if lock is None:
+        return (yield)
+    # Around set-up, call and teardown: a module fixture's engine starts in its first test's set-up.
+    held = lock.hold(alone=item.get_closest_marker("alone") is not None)
+    try:
+        return (yield)
+    finally:
+        held.close()
 
 
 def build_random_model(out: Path) -> Path:
