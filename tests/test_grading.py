@@ -176,6 +176,15 @@ def test_choice_wrong_and_missing() -> None:
         ("The result is \\boxed{99}", "99"),  # no Answer line: last boxed
         ("work\n\n99\n", "99"),  # no Answer line, no box: last non-empty line
         ("Answer: 5\nAnswer: 7", "7"),  # the last answer line counts
+        # Free-form replies of a plain instruct model (SmolLM2-135M's own words): with no
+        # Answer line, the last run of numbers answers a numeric item.
+        ("To add 8 and 4, we can simply add them together: 8 + 4 = 12.", "12"),
+        ("we can use the formula 2 * 6 = 12. In this case, multiply 2 by 6, which gives us 12.", "12"),
+        ("So, the answer is 5141.", "5141"),
+        ("The answer is S = 3", "3"),
+        ("The sorted list is 12, 16, 18 and 31.", "12 16 18 31"),
+        ("Sorted: 1,234 and 5,000", "1234 5000"),
+        ("The capital of France:\n\nParis.", "paris"),  # a text reference keeps the last line
     ],
 )
 def test_exact_correct(answer: str, reference: str) -> None:
@@ -189,6 +198,11 @@ def test_exact_correct(answer: str, reference: str) -> None:
         ("Answer: 12 3 57", "3 12 57"),  # order matters for a sorted list
         ("Answer: 3 12", "3 12 57"),
         ("Answer: 7\nAnswer: 5", "7"),
+        ("To compute 73 - 27, we subtract: 73 - 27 = 22. So, 73 - 27 is equal to 85.", "46"),
+        ("So, 403 + 327 = 739.", "727"),
+        ("Sorting is a fundamental operation in mathematics.", "72 82"),  # no number at all
+        ("71, 97, 91, 68, 30", "30 68 71 91 97"),
+        ("The capital of France is Paris. 2 million people live there.", "Paris"),
     ],
 )
 def test_exact_wrong(answer: str, reference: str) -> None:

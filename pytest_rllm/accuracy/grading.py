@@ -11,7 +11,8 @@ Rules, in order (see :func:`grade`):
 3. The grader named by the record picks the extraction and the comparison:
    ``math`` (math-verify's extraction and symbolic equivalence, then the
    hand-written extraction: boxed, "The answer is", "####", "Answer:"; the
-   last ``\boxed{}`` wins), ``choice`` (a letter A-D) or ``exact`` (procedural items).
+   last ``\boxed{}`` wins), ``choice`` (a letter A-D) or ``exact`` (procedural items:
+   an "Answer:" line, a box, "the answer is", else the reply's last run of numbers).
 
 The module is pure: importing it pulls neither vLLM nor torch nor lm-eval.
 ``math-verify`` is imported lazily, on the first math grade.
@@ -254,16 +255,44 @@ def _reference_letter(reference: str) -> str:
 
 
 # -- exact (procedural) --------------------------------------------------------------
-def extract_exact(text: str) -> str | None:
-    """The value on the last ``Answer:`` line; else the last ``\\boxed{}``; else the last non-empty line."""
+# A number, "1,234" as one; and a run of them, as a list is written: "3 12 57", "3, 12 and 57".
+_RUN_NUMBER = r"-?\d{1,3}(?:,\d{3})+(?![\d,])|-?\d+(?:\.\d+)?"
+_NUMBER_RUN = re.compile(rf"(?:{_RUN_NUMBER})(?:(?:\s*[,;]\s*|\s+and\s+|\s+)(?:{_RUN_NUMBER}))*")
+_NUMBERS_ONLY = re.compile(rf"^\s*(?:{_RUN_NUMBER})(?:[\s,;]+(?:{_RUN_NUMBER}))*\s*$")
+
+
+def _last_number_run(text: str) -> str | None:
+    """The last run of numbers in text, space-separated: "so 12, 16 and 31." -> "12 16 31"."""
+    runs = _NUMBER_RUN.findall(text)
+    if not runs:
+        return None
+    return " ".join(n.replace(",", "") for n in re.findall(_RUN_NUMBER, runs[-1]))
+
+
+def extract_exact(text: str, reference: str | None = None) -> str | None:
+    """The answer of a reply to an exact item.
+
+    In order: the value on the last ``Answer:`` line; the last ``\\boxed{}``; the last
+    "the answer is ..."; else, where the reference is numbers (every procedural item is), the
+    last run of numbers in the reply, as lm-eval's flexible-extract reads GSM8K ("8 + 4 = 12."
+    answers 12); else the last non-empty line. Against a numeric reference an extracted
+    "x = 12" is read as its last run of numbers too.
+    """
+    numeric = reference is not None and _NUMBERS_ONLY.match(_strip_wrappers(reference)) is not None
     found = _last(_ANSWER_LINE, text)
     if found is None:
         found = last_boxed(text)
+    if found is None:
+        found = _last(_ANSWER_IS, text)
+    if found is None and numeric:
+        found = _last_number_run(text)
     if found is None:
         lines = [line for line in text.splitlines() if line.strip()]
         found = lines[-1] if lines else None
     if found is None:
         return None
+    if numeric:
+        found = _last_number_run(found) or found
     value = _strip_wrappers(found)
     return value or None
 
@@ -295,7 +324,7 @@ def grade(record: RequestRecord) -> Grade:
         extracted = extract_choice(text)
         correct = extracted is not None and extracted == _reference_letter(record.reference)
     elif record.grader == "exact":
-        extracted = extract_exact(text)
+        extracted = extract_exact(text, record.reference)
         correct = extracted is not None and normalise_exact(extracted) == normalise_exact(record.reference)
     else:
         raise ValueError(f"record {record.item_id!r}: unknown grader {record.grader!r}")
