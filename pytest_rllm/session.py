@@ -172,9 +172,33 @@ class RllmSession:
             return outcome
 
     def _serve_same_engine_labels(self, label: str) -> None:
-        from pytest_rllm.engines.sharing import serve_same_engine_labels
+        """While `label`'s engine is up, the planned runs of configurations that are this same engine (same_engine)."""
+        from pytest_rllm.engines.sharing import same_engine
 
-        serve_same_engine_labels(self, label)
+        if self._engine is None or self._engine_label != label:
+            return
+        running = self.spec_for(label)
+        for other in list(self.plan):
+            if self._engine is None:  # it died serving one of them
+                return
+            if other == label or other in self.engine_failures or all((other, n) in self.outcomes for n in self.plan[other]):
+                continue
+            try:
+                why = same_engine(running, self.spec_for(other), self.engine_infos[label].get("cache_config") or {})
+            except PresetUnavailable:
+                continue
+            if why is None:
+                continue
+            # The report says the two labels were one engine, and why.
+            self.engine_infos[other] = {**self.engine_infos[label], "spec": self.spec_for(other).to_dict(),
+                                        "shared_engine": {"with": label, "why": why}}
+            self.shared_engines[other] = (label, why)
+            self._engine_label = other
+            try:
+                self._generate_planned(other, self.plan[other][0])
+            finally:
+                if self._engine is not None:
+                    self._engine_label = label
 
     def _generate_planned(self, label: str, workload: str) -> _Outcome:
         engine: Engine | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from pytest_rllm.engines.spec import EngineSpec, PresetUnavailable
+from pytest_rllm.engines.spec import EngineSpec
 
 # Engine arguments whose resolved value a running engine reports, and the cache_config_info label that says it.
 RESOLVED_BY_ENGINE = {"enable_prefix_caching": "enable_prefix_caching"}
@@ -45,31 +45,3 @@ def _as_bool(value: Any) -> bool | None:
     if str(value) in ("False", "false"):
         return False
     return None
-
-
-def serve_same_engine_labels(session: Any, label: str) -> None:
-    """While `label`'s engine is up, the planned runs of configurations that are this same engine (same_engine)."""
-    if session._engine is None or session._engine_label != label:
-        return
-    running = session.spec_for(label)
-    for other in list(session.plan):
-        if session._engine is None:  # it died serving one of them
-            return
-        if other == label or other in session.engine_failures or all((other, n) in session.outcomes for n in session.plan[other]):
-            continue
-        try:
-            why = same_engine(running, session.spec_for(other), session.engine_infos[label].get("cache_config") or {})
-        except PresetUnavailable:
-            continue
-        if why is None:
-            continue
-        # The report says the two labels were one engine, and why.
-        session.engine_infos[other] = {**session.engine_infos[label], "spec": session.spec_for(other).to_dict(),
-                                       "shared_engine": {"with": label, "why": why}}
-        session.shared_engines[other] = (label, why)
-        session._engine_label = other
-        try:
-            session._generate_planned(other, session.plan[other][0])
-        finally:
-            if session._engine is not None:
-                session._engine_label = label
