@@ -230,3 +230,23 @@ def test_accuracy_check_skips_where_the_reference_leaves_no_room_for_a_loss():
     # The reasoning-gain form (0 points: the candidate must be better) is never skipped.
     with pytest.raises(pytest.fail.Exception):
         accuracy_check(wrong, run("thinking", ["Answer: 9"] * 40), -0.0, flag_only=False)
+
+
+def test_accuracy_check_skips_a_run_too_small_to_judge_and_names_the_fix():
+    import pytest
+
+    from pytest_rllm.checks.finding import MIN_PAIRS, accuracy_check
+
+    def run(label, answers):
+        return RunResult(label, "main", [rec(i, 0.0, 0.1, 0.2, 1.0, 10, answer=a) for i, a in enumerate(answers)])
+
+    few = MIN_PAIRS - 4
+    with pytest.raises(pytest.skip.Exception, match=rf"cannot be judged on {few} paired items .*Raise --rllm-num-prompts"):
+        accuracy_check(run("baseline", ["Answer: 1"] * few), run("quant-int8", ["Answer: 1"] * few), 10.0, flag_only=False)
+    # Enough pairs to judge: a loss fails; at exactly MIN_PAIRS equal answers are still inconclusive
+    # (95% interval +-16 points), which fails, and 60 of them pass.
+    with pytest.raises(pytest.fail.Exception, match="is inconclusive"):
+        accuracy_check(run("baseline", ["Answer: 1"] * MIN_PAIRS), run("quant-int8", ["Answer: 1"] * MIN_PAIRS), 10.0, flag_only=False)
+    accuracy_check(run("baseline", ["Answer: 1"] * 60), run("quant-int8", ["Answer: 1"] * 60), 10.0, flag_only=False)
+    with pytest.raises(pytest.fail.Exception, match="failed"):
+        accuracy_check(run("baseline", ["Answer: 1"] * MIN_PAIRS), run("quant-int8", ["Answer: 9"] * MIN_PAIRS), 10.0, flag_only=False)

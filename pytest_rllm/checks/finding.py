@@ -63,12 +63,18 @@ class FindingCheck:
         return data
 
 
+# Fewer paired items than this make an accuracy comparison inconclusive (stats.accuracy_within).
+MIN_PAIRS = 20
+
+
 @dataclass
 class AccuracyComparison:
     verdict: str  # "pass" | "fail" | "inconclusive"
     text: str
     table: str
     reference_accuracy: float = math.nan  # 0..1
+    pairs: int = 0  # items (and repeats) graded under both configurations
+    min_pairs: int = 0  # fewer pairs than this is inconclusive whatever they say
 
 
 def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> AccuracyComparison:
@@ -77,7 +83,7 @@ def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> A
     from pytest_rllm.stats import accuracy_within
 
     a, b, _ = paired_outcomes(reference_run.records, candidate_run.records)
-    verdict = accuracy_within(a, b, points)  # in percentage points
+    verdict = accuracy_within(a, b, points, min_pairs=MIN_PAIRS)  # in percentage points
     table = (
         f"{'configuration':<22} | accuracy | n\n"
         f"{reference_run.label:<22} | {verdict.a_accuracy:8.1%} | {verdict.n}\n"
@@ -85,7 +91,7 @@ def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> A
         f"difference {verdict.diff:+.1%}, 95% interval [{verdict.low:+.1%}, {verdict.high:+.1%}], "
         f"allowed loss {points:g} points -> {verdict.verdict}"
     )
-    return AccuracyComparison(verdict.verdict, verdict.explanation, table, verdict.a_accuracy)
+    return AccuracyComparison(verdict.verdict, verdict.explanation, table, verdict.a_accuracy, verdict.n, MIN_PAIRS)
 
 
 class Finding:
@@ -210,6 +216,15 @@ def accuracy_check(reference_run: Any, candidate_run: Any, points: float, *, fla
             f"accuracy of {candidate_run.label} against {reference_run.label} on workload "
             f"{reference_run.workload!r} shows nothing: the reference answers {result.reference_accuracy:.1%}, "
             f"so a loss of {points:g} points cannot occur. Run it with a model that answers this workload."
+        )
+        finding._record(FindingCheck(what, "skipped", reason))
+        pytest.skip(reason)
+    if result.verdict == "inconclusive" and result.pairs < result.min_pairs:
+        # The run is too small for the check to say anything either way: the fix is a larger run,
+        # not a different engine. An under-powered run with enough pairs still never passes.
+        reason = (
+            f"{what} cannot be judged on {result.pairs} paired items (at least {result.min_pairs} needed): "
+            f"{result.text}. Raise --rllm-num-prompts (or --rllm-repeats) so that {result.min_pairs} or more are graded."
         )
         finding._record(FindingCheck(what, "skipped", reason))
         pytest.skip(reason)
