@@ -258,7 +258,6 @@ def _reference_letter(reference: str) -> str:
 # A number, "1,234" as one; and a run of them, as a list is written: "3 12 57", "3, 12 and 57".
 _RUN_NUMBER = r"-?\d{1,3}(?:,\d{3})+(?![\d,])|-?\d+(?:\.\d+)?"
 _NUMBER_RUN = re.compile(rf"(?:{_RUN_NUMBER})(?:(?:\s*[,;]\s*|\s+and\s+|\s+)(?:{_RUN_NUMBER}))*")
-_NUMBERS_ONLY = re.compile(rf"^\s*(?:{_RUN_NUMBER})(?:[\s,;]+(?:{_RUN_NUMBER}))*\s*$")
 
 
 def _last_number_run(text: str) -> str | None:
@@ -278,7 +277,7 @@ def extract_exact(text: str, reference: str | None = None) -> str | None:
     answers 12); else the last non-empty line. Against a numeric reference an extracted
     "x = 12" is read as its last run of numbers too.
     """
-    numeric = reference is not None and _NUMBERS_ONLY.match(_strip_wrappers(reference)) is not None
+    numeric = reference is not None and _NUMBER_RUN.fullmatch(normalise_exact(reference)) is not None
     found = _last(_ANSWER_LINE, text)
     if found is None:
         found = last_boxed(text)

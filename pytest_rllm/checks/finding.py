@@ -73,8 +73,7 @@ class AccuracyComparison:
     text: str
     table: str
     reference_accuracy: float = math.nan  # 0..1
-    pairs: int = 0  # items (and repeats) graded under both configurations
-    min_pairs: int = 0  # fewer pairs than this is inconclusive whatever they say
+    pairs: int = 0  # items (and repeats) graded under both configurations; fewer than MIN_PAIRS is inconclusive
 
 
 def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> AccuracyComparison:
@@ -91,7 +90,7 @@ def compare_accuracy(reference_run: Any, candidate_run: Any, points: float) -> A
         f"difference {verdict.diff:+.1%}, 95% interval [{verdict.low:+.1%}, {verdict.high:+.1%}], "
         f"allowed loss {points:g} points -> {verdict.verdict}"
     )
-    return AccuracyComparison(verdict.verdict, verdict.explanation, table, verdict.a_accuracy, verdict.n, MIN_PAIRS)
+    return AccuracyComparison(verdict.verdict, verdict.explanation, table, verdict.a_accuracy, verdict.n)
 
 
 class Finding:
@@ -219,12 +218,12 @@ def accuracy_check(reference_run: Any, candidate_run: Any, points: float, *, fla
         )
         finding._record(FindingCheck(what, "skipped", reason))
         pytest.skip(reason)
-    if result.verdict == "inconclusive" and result.pairs < result.min_pairs:
+    if result.verdict == "inconclusive" and result.pairs < MIN_PAIRS:
         # The run is too small for the check to say anything either way: the fix is a larger run,
         # not a different engine. An under-powered run with enough pairs still never passes.
         reason = (
-            f"{what} cannot be judged on {result.pairs} paired items (at least {result.min_pairs} needed): "
-            f"{result.text}. Raise --rllm-num-prompts (or --rllm-repeats) so that {result.min_pairs} or more are graded."
+            f"{what} cannot be judged on {result.pairs} paired items (at least {MIN_PAIRS} needed): "
+            f"{result.text}. Raise --rllm-num-prompts (or --rllm-repeats) so that {MIN_PAIRS} or more are graded."
         )
         finding._record(FindingCheck(what, "skipped", reason))
         pytest.skip(reason)
