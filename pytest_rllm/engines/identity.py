@@ -89,10 +89,16 @@ class EngineIdentity:
 
     @property
     def text(self) -> str:
-        """One line for headers and reports: release, torch, device and driver."""
-        parts = [self.release, f"torch {self.torch}", self.device if self.device != UNKNOWN else "device unknown"]
-        if self.driver is not None:
-            parts.append(f"driver {self.driver}")
+        """One line for headers and reports: release, torch, device and driver; what is unknown is named once."""
+        parts, unknown = [self.release], []
+        for what, value, shown in (("torch", self.torch, f"torch {self.torch}"), ("device", self.device, self.device),
+                                   ("driver", self.driver, f"driver {self.driver}")):
+            if value == UNKNOWN:
+                unknown.append(what)
+            elif value is not None:  # driver None: not a GPU
+                parts.append(shown)
+        if unknown:
+            parts.append(f"{' and '.join(unknown) if len(unknown) < 3 else 'torch, device and driver'} not reported")
         return ", ".join(parts)
 
     def release_differs(self, other: EngineIdentity) -> bool:
