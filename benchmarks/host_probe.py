@@ -16,6 +16,9 @@ restarting the engine every --trials-per-engine trials, and around every trial
   gather  a random gather from 64 MiB (memory latency, one core)
   blas    small float32 matmuls through numpy's BLAS on every core (thread sync)
   torch   small matmuls in torch on every core, in the engine's dtype (the engine's kernels)
+  pipe    round trips of one byte between two processes over pipes (cross-process wake-ups,
+          what the API server, the engine core and the client do for every streamed step)
+  wake    short sleeps per second (how late the host wakes a sleeping thread)
 
 It writes one JSON line per trial and, at the end, for each yardstick the rank
 correlation with output tok/s and the spread (max/min, and 90th/10th
@@ -145,9 +148,49 @@ def probe_torch() -> float:
     return _timed_rate(step)
 
 
+def probe_pipe() -> float:
+    """Thousands of one-byte round trips per second between this process and a forked echo."""
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        while os.read(to_child_r, 1) == b"x":
+            os.write(to_parent_w, b"x")
+        os._exit(0)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+
+    def step() -> float:
+        for _ in range(50):
+            os.write(to_child_w, b"x")
+            os.read(to_parent_r, 1)
+        return 50 / 1e3
+
+    try:
+        return _timed_rate(step)
+    finally:
+        os.write(to_child_w, b"q")
+        os.close(to_child_w)
+        os.close(to_parent_r)
+        os.waitpid(pid, 0)
+
+
+def probe_wake() -> float:
+    """Thousands of 100-microsecond sleeps per second: below 10 when the host wakes threads late."""
+
+    def step() -> float:
+        for _ in range(10):
+            time.sleep(1e-4)
+        return 10 / 1e3
+
+    return _timed_rate(step)
+
+
 PROBES: dict[str, Callable[[], float]] = {
     "py1": probe_py1, "py2": probe_py2, "mem": probe_mem, "gather": probe_gather,
-    "blas": probe_blas, "torch": probe_torch,
+    "blas": probe_blas, "torch": probe_torch, "pipe": probe_pipe, "wake": probe_wake,
 }
 
 
@@ -235,7 +278,8 @@ def analyse(paths: list[str]) -> None:
     full, inner = _spread(tps)
     print(f"raw output tok/s: {min(tps):.0f}-{max(tps):.0f}, spread max/min x{full:.2f}, p90/p10 x{inner:.2f}")
     print("yardstick | its own spread p90/p10 | rank corr. with tok/s | tok/s / yardstick: max/min, p90/p10")
-    for name in PROBES:
+    names = [n for n in PROBES if all(n in r for r in quiet)]
+    for name in names:
         ys = [r[name] for r in quiet]
         own = _spread(ys)[1]
         corr = _spearman(ys, tps)
@@ -247,10 +291,10 @@ def analyse(paths: list[str]) -> None:
     medians = []
     for start in starts:
         trials = [r for r in quiet if (r["file"], r["engine"]) == start]
-        medians.append({k: statistics.median(r[k] for r in trials) for k in ("output_throughput", *PROBES)})
+        medians.append({k: statistics.median(r[k] for r in trials) for k in ("output_throughput", *names)})
     tps = [m["output_throughput"] for m in medians]
     print(f"{len(starts)} engine starts; median tok/s of each: max/min x{max(tps) / min(tps):.2f}")
-    for name in PROBES:
+    for name in names:
         normalised = [m["output_throughput"] / m[name] for m in medians]
         print(f"  divided by {name}'s median: max/min x{max(normalised) / min(normalised):.2f}")
 
