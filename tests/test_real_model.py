@@ -20,7 +20,8 @@ pytestmark = pytest.mark.engine  # ~40 s once built (tools/setup_realmodel.sh, ~
 
 ROOT = Path(__file__).resolve().parents[1]
 # The suites with findings about reasoning; the others run on any model and pass or fail on its merits.
-SUITES = ["suites/test_memory.py", "suites/test_adaptive_runtime.py", "suites/test_domain_preference.py"]
+SUITES = ["suites/test_memory.py", "suites/test_adaptive_runtime.py", "suites/test_domain_preference.py",
+          "suites/test_stragglers.py"]
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +62,15 @@ def test_a_plain_real_model_is_served_plain_and_the_reasoning_findings_skip_with
     outcomes = junit_outcomes(tmp_path / "junit.xml")
     reasoning_findings = [name for name in outcomes if name.startswith((
         "test_reasoning_uses_more_kv_cache_than_the_plain_reference", "test_reasoning_kv_cache_usage_fluctuates",
-        "test_harder_tasks_run_longer", "test_reasoning_beats_the_plain_reference_overall"))]
-    assert len(reasoning_findings) == 5, outcomes
+        "test_harder_tasks_run_longer", "test_reasoning_beats_the_plain_reference_overall",
+        "test_a_few_long_requests_dominate_the_batch", "test_output_lengths_have_a_long_tail"))]
+    assert len(reasoning_findings) == 7, outcomes
     for name in reasoning_findings:
         kind, message = outcomes[name]
         assert kind == "skipped" and "not a reasoning model: 0 of 8 replies had reasoning" in message, (name, kind, message)
     # Checks that do not depend on reasoning still run, and none fails because of the harness.
     assert outcomes["test_memory_metrics_match_baseline"][0] == "passed", outcomes
+    assert outcomes["test_straggler_metrics_match_baseline"][0] == "passed", outcomes
     failed = {name: message for name, (kind, message) in outcomes.items() if kind == "failed"}
     assert not failed, failed
 
