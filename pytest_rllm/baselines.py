@@ -163,6 +163,7 @@ class BaselineCheck:
         tolerances: Mapping[str, str | Tolerance] | None = None,
         name: str | None = None,
         speed_noise: str | None = None,
+        inconclusive: Mapping[str, str] | None = None,
     ) -> CheckOutcome:
         """Compare metrics with the stored baseline; pytest.fail with a table when they differ.
 
@@ -175,7 +176,9 @@ class BaselineCheck:
 
         `speed_noise` says why this run's absolute speed proves nothing (a busy
         host, a batch held open by a runaway request; checks/serving.py): a speed metric that would fail is then
-        "inconclusive", flagged but not failing, and never recorded.
+        "inconclusive", flagged but not failing, and never recorded. `inconclusive` does the same for
+        named metrics of any kind ({metric: why this run could not measure it}), e.g. a ratio over a
+        run that yielded too few telemetry samples.
 
         Without it every entry of `data` is a metric, `tolerances` giving any tolerance:
 
@@ -253,19 +256,27 @@ class BaselineCheck:
             pytest.fail(message)
 
         checks = compare(stored_metrics, obtained, tols, betters)
-        if speed_noise:
-            for c in checks:
-                if c.status == "fail" and family_of(c.metric).name in HOST_SPEED_FAMILIES:
-                    c.status, c.note = "inconclusive", speed_noise
+        named = dict(inconclusive or {})
+
+        def unmeasured(metric: str) -> str | None:
+            """Why this run's value of `metric` proves nothing, or None."""
+            if metric in named:
+                return named[metric]
+            return speed_noise if speed_noise and family_of(metric).name in HOST_SPEED_FAMILIES else None
+
+        for c in checks:
+            # A named metric the run could not measure may also come out NaN or missing.
+            if unmeasured(c.metric) and c.status in (("fail", "nan", "missing") if c.metric in named else ("fail",)):
+                c.status, c.note = "inconclusive", unmeasured(c.metric)
         to_set: dict[str, dict[str, Any]] = {}
         to_remove: list[str] = []
         if self.update != "none":
             for c in checks:
                 if c.status in ("nan", "inconclusive"):
                     continue  # a NaN stays a failure; a speed measured on a busy host is not worth keeping
-                if speed_noise and family_of(c.metric).name in HOST_SPEED_FAMILIES:
+                if unmeasured(c.metric):
                     # A baseline recorded on a busy host, or from a held-open batch, would pass every slower engine after it.
-                    c.note = f"not recorded: {speed_noise}"
+                    c.note = f"not recorded: {unmeasured(c.metric)}"
                     continue
                 if c.status == "missing" and self.update == "changed":
                     # "changed" only adds and replaces entries, so parallel workers that

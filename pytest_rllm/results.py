@@ -36,7 +36,7 @@ def distribution(values: Sequence[float], prefix: str) -> dict[str, float]:
 
 
 def timeline_stats(points: Timeline, prefix: str) -> dict[str, float]:
-    """mean, peak, min, coefficient of variation of a sampled series."""
+    """mean, peak, min, coefficient of variation of a sampled series, and how many samples they rest on."""
     values = [v for _, v in points]
     if not values:
         return {}
@@ -52,6 +52,7 @@ def timeline_stats(points: Timeline, prefix: str) -> dict[str, float]:
         f"{prefix}_peak": float(arr.max()),
         f"{prefix}_min": float(arr.min()),
         f"{prefix}_cv": float(arr.std() / mean) if mean > 0 else 0.0,
+        f"{prefix}_samples": float(len(arr)),
     }
 
 

@@ -1,10 +1,14 @@
-"""Real-world load: under Gamma-distributed arrivals, the memory, straggler and optimization findings keep their direction."""
+"""Real-world load: under Gamma-distributed arrivals, the memory, straggler and optimization findings keep their direction.
+
+The memory, straggler and difficulty findings are about reasoning, as in their closed-batch
+suites, so they take rllm_reasoning_model; the speculative finding and the baseline check run on any model.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_rllm.checks.finding import KV_CV_TOLERANCE, cpu_spec_decoding_bug, fmt, speed_ratios
+from pytest_rllm.checks.finding import KV_CV_TOLERANCE, cpu_spec_decoding_bug, fmt, speed_ratios, too_few_kv_samples
 from pytest_rllm.fixtures import run_fixture
 from pytest_rllm.stats import spearman
 
@@ -19,14 +23,17 @@ def gamma_summary(gamma_run, rllm_finding):
     return s
 
 
-def test_kv_usage_fluctuates_under_gamma_arrivals(gamma_summary, rllm_finding):
+def test_kv_usage_fluctuates_under_gamma_arrivals(rllm_reasoning_model, gamma_run, gamma_summary, rllm_finding):
     """KV-cache usage still swings widely when requests arrive in Gamma-distributed bursts."""
+    sparse = too_few_kv_samples(gamma_run)
+    if sparse:
+        pytest.skip(f"KV usage not measured well enough to judge its swings: {sparse}")
     s = gamma_summary
     rllm_finding.evidence(f"KV usage CV {fmt(s.get('kv_cache_usage_cv'))}, peak {fmt(s.get('kv_cache_usage_peak'), '.2%')}")
     rllm_finding.at_least(s.get("kv_cache_usage_cv"), "kv_cv", "KV usage CV under Gamma arrivals")
 
 
-def test_output_lengths_keep_a_long_tail_under_gamma_arrivals(gamma_summary, rllm_finding):
+def test_output_lengths_keep_a_long_tail_under_gamma_arrivals(rllm_reasoning_model, gamma_summary, rllm_finding):
     """Output lengths keep a long tail (p99 far above p50) under Gamma arrivals."""
     rllm_finding.at_least(gamma_summary.get("output_tokens_p99_over_p50"), "length_tail_ratio",
                           "output length p99/p50 under Gamma arrivals")
@@ -52,4 +59,6 @@ def test_spec_ngram_lowers_e2e_under_gamma_arrivals(gamma_summary, spec_ngram_ga
 def test_gamma_workload_matches_baseline(gamma_run, rllm_baseline):
     """Gamma-load memory and straggler metrics match the stored baseline."""
     s = gamma_run.summary()
-    rllm_baseline.check({**s, "completed_fraction": s["completed"] / s["requests"]}, METRICS)
+    sparse = too_few_kv_samples(gamma_run)
+    rllm_baseline.check({**s, "completed_fraction": s["completed"] / s["requests"]}, METRICS,
+                        inconclusive={"kv_cache_usage_cv": sparse} if sparse else None)

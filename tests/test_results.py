@@ -250,3 +250,18 @@ def test_accuracy_check_skips_a_run_too_small_to_judge_and_names_the_fix():
     accuracy_check(run("baseline", ["Answer: 1"] * 60), run("quant-int8", ["Answer: 1"] * 60), 10.0, flag_only=False)
     with pytest.raises(pytest.fail.Exception, match="failed"):
         accuracy_check(run("baseline", ["Answer: 1"] * MIN_PAIRS), run("quant-int8", ["Answer: 9"] * MIN_PAIRS), 10.0, flag_only=False)
+
+
+def test_kv_statistics_count_their_samples_and_too_few_are_named():
+    from pytest_rllm.checks.finding import MIN_KV_SAMPLES, too_few_kv_samples
+
+    def run_with(samples: int) -> RunResult:
+        run = RunResult("baseline", "no-thinking", [], t_start=0.0, t_end=1.0)
+        run.timelines = {"kv_cache_usage": [(0.1 * i, 0.2) for i in range(samples)]}
+        return run
+
+    assert run_with(7).summary()["kv_cache_usage_samples"] == 7
+    assert too_few_kv_samples(run_with(MIN_KV_SAMPLES), run_with(9)) is None
+    reason = too_few_kv_samples(run_with(9), run_with(2))
+    assert reason.startswith("baseline/no-thinking caught 2 KV-usage sample(s)") and "--rllm-num-prompts" in reason
+    assert "caught 0 KV-usage sample(s)" in too_few_kv_samples(run_with(0))

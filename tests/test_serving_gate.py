@@ -301,3 +301,22 @@ def test_in_process_baselines_have_their_own_file_and_read_the_servers_until_the
 def test_server_and_endpoint_engines_share_the_plain_file(tmp_path):
     assert kind_gate(tmp_path, "server").path() == gate(tmp_path).path() == kind_gate(tmp_path, None).path()
     assert kind_gate(tmp_path, "inprocess").read_path() == kind_gate(tmp_path, "inprocess").path()  # nothing to fall back to
+
+
+def test_a_named_metric_the_run_could_not_measure_is_inconclusive_even_as_nan_and_never_recorded(tmp_path):
+    ratio = {"kv_area_ratio_vs_reference": Measurement(9.0)}
+    gate(tmp_path, update="changed").check(ratio, tolerances={"kv_area_ratio_vs_reference": "50%"})
+    sparse = "baseline/no-thinking caught 2 KV-usage sample(s) in 0.89s, under the 5 its statistics need"
+    for value in (2.0, math.nan):  # far off, and unmeasurable
+        obtained = {"kv_area_ratio_vs_reference": Measurement(value)}
+        outcome = gate(tmp_path).check(obtained, inconclusive={"kv_area_ratio_vs_reference": sparse})
+        c = outcome.checks[0]
+        assert (c.status, c.note) == ("inconclusive", sparse) and not outcome.failed
+        updated = gate(tmp_path, update="changed").check(obtained, inconclusive={"kv_area_ratio_vs_reference": sparse})
+        assert updated.checks[0].status == "inconclusive" and not updated.checks[0].updated
+    assert BaselineStore(tmp_path).read(gate(tmp_path).path())["metrics"]["kv_area_ratio_vs_reference"]["value"] == 9.0
+    # Without the reason the same values fail: the rule excuses only what it names.
+    with pytest.raises(pytest.fail.Exception, match="kv_area_ratio_vs_reference"):
+        gate(tmp_path).check({"kv_area_ratio_vs_reference": Measurement(2.0)})
+    with pytest.raises(pytest.fail.Exception, match="kv_area_ratio_vs_reference"):
+        gate(tmp_path).check({"kv_area_ratio_vs_reference": Measurement(2.0)}, inconclusive={"other": sparse})
