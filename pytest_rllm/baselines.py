@@ -24,7 +24,7 @@ from pytest_rllm.baseline_store import (
     rounded,
     stored_tolerance,
 )
-from pytest_rllm.compare import UPDATE_FLAG, Measurement, compare, failure_message, format_table
+from pytest_rllm.compare import FAILING, UPDATE_FLAG, Measurement, compare, failure_message, format_table
 from pytest_rllm.engines.identity import EngineIdentity
 from pytest_rllm.engines.spec import dtype_for
 from pytest_rllm.hardware import slug
@@ -265,8 +265,9 @@ class BaselineCheck:
             return speed_noise if speed_noise and family_of(metric).name in HOST_SPEED_FAMILIES else None
 
         for c in checks:
-            # A named metric the run could not measure may also come out NaN or missing.
-            if unmeasured(c.metric) and c.status in (("fail", "nan", "missing") if c.metric in named else ("fail",)):
+            # A named metric the run could not measure is moot however it compares: off, NaN,
+            # absent, or absent from a file recorded while it could not be measured either.
+            if unmeasured(c.metric) and c.status in (FAILING if c.metric in named else ("fail",)):
                 c.status, c.note = "inconclusive", unmeasured(c.metric)
         to_set: dict[str, dict[str, Any]] = {}
         to_remove: list[str] = []

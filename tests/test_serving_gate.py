@@ -315,6 +315,14 @@ def test_a_named_metric_the_run_could_not_measure_is_inconclusive_even_as_nan_an
         updated = gate(tmp_path, update="changed").check(obtained, inconclusive={"kv_area_ratio_vs_reference": sparse})
         assert updated.checks[0].status == "inconclusive" and not updated.checks[0].updated
     assert BaselineStore(tmp_path).read(gate(tmp_path).path())["metrics"]["kv_area_ratio_vs_reference"]["value"] == 9.0
+    # A file recorded while the metric could not be measured lacks it: "extra" is moot too.
+    fresh = tmp_path / "fresh"
+    recorded = gate(fresh, update="changed").check({"kv_area_ratio_vs_reference": Measurement(9.0), "peak": Measurement(0.5)},
+                                                   inconclusive={"kv_area_ratio_vs_reference": sparse})
+    assert not recorded.failed and recorded.checks[0].status == "inconclusive"
+    assert "kv_area_ratio_vs_reference" not in BaselineStore(fresh).read(gate(fresh).path())["metrics"]
+    assert not gate(fresh).check({"kv_area_ratio_vs_reference": Measurement(9.0), "peak": Measurement(0.5)},
+                                 inconclusive={"kv_area_ratio_vs_reference": sparse}).failed
     # Without the reason the same values fail: the rule excuses only what it names.
     with pytest.raises(pytest.fail.Exception, match="kv_area_ratio_vs_reference"):
         gate(tmp_path).check({"kv_area_ratio_vs_reference": Measurement(2.0)})
