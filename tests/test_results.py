@@ -260,8 +260,8 @@ def test_kv_statistics_count_their_samples_and_too_few_are_named():
         run.timelines = {"kv_cache_usage": [(0.1 * i, 0.2) for i in range(samples)]}
         return run
 
-    assert run_with(7).summary()["kv_cache_usage_samples"] == 7
+    assert run_with(MIN_KV_SAMPLES + 4).summary()["kv_cache_usage_samples"] == MIN_KV_SAMPLES + 4
     assert too_few_kv_samples(run_with(MIN_KV_SAMPLES), run_with(9)) is None
-    reason = too_few_kv_samples(run_with(9), run_with(2))
-    assert reason.startswith("baseline/no-thinking caught 2 KV-usage sample(s)") and "--rllm-num-prompts" in reason
+    reason = too_few_kv_samples(run_with(9), run_with(MIN_KV_SAMPLES - 1))
+    assert reason.startswith(f"baseline/no-thinking caught {MIN_KV_SAMPLES - 1} KV-usage sample(s)") and "--rllm-num-prompts" in reason
     assert "caught 0 KV-usage sample(s)" in too_few_kv_samples(run_with(0))
