@@ -15,7 +15,8 @@ A file's header (engine, configuration, hardware key) must agree across the
 recordings, or the tool stops and names the file: those would be different
 baselines. A metric that some sessions did not store (a speed not recorded on a
 busy host) takes the median of those that did. Files are written the way the
-plugin writes them (sorted, rounded, atomic), replacing what --out held.
+plugin writes them (sorted, rounded, atomic), over the files of the same name under
+--out; files no recording holds are left as they are.
 """
 
 from __future__ import annotations
