@@ -15,7 +15,7 @@ from pytest_rllm.choices import EMBEDDED_MODEL, PRESETS
 from pytest_rllm.parsers import (
     SettingError, parse_accuracy, parse_arrival, parse_candidate_engines, parse_start_ahead, parse_candidate_optimizations, parse_count,
     parse_datasets, parse_dtype, parse_duration, parse_endpoint, parse_engine, parse_env_name, parse_flag, parse_int, parse_list,
-    parse_model, parse_optimizations, parse_positive_int, parse_probability, parse_python,
+    parse_metrics_interval, parse_model, parse_optimizations, parse_positive_int, parse_probability, parse_python,
     parse_quantized_models, parse_reasoning_parser, parse_report_file, parse_served_model, parse_slo, parse_text, parse_thresholds,
     parse_tolerances, parse_update_mode,
 )
@@ -77,7 +77,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("slo", parse_slo, (), "Service-level objectives for goodput, e.g. ttft=2s,tpot=100ms.", "METRIC=DURATION"),
     Option("accuracy", parse_accuracy, "builtin", "How accuracy is scored: builtin, or lm-eval:TASKS to also run lm-eval tasks against the engine.", "builtin|lm-eval:TASKS"),
     Option("threshold", parse_thresholds, (), "Override a finding check's threshold, e.g. accuracy_points=5,kv_area_ratio=3 (names and defaults: README, Finding thresholds).", "NAME=VALUE"),
-    Option("metrics_interval", parse_duration, 0.1, "How often the engine's /metrics and NVML are sampled.", "DURATION"),
+    Option("metrics_interval", parse_metrics_interval, "auto", "How often the engine's metrics (KV usage, running and waiting requests) and NVML are sampled; 'auto': every 0.1 s from a server's /metrics, which it renders at a CPU cost, and every 0.02 s in process, where a read costs 0.14 ms.", "DURATION|auto"),
     Option("baseline_dir", parse_text, None, "Root of stored baselines (default: baselines/ at the rootdir).", "DIR"),
     Option("update_baselines", parse_update_mode, "none", "Write baselines: bare flag writes missing or out-of-tolerance entries; =all rewrites everything.", "[changed|all]", flag_value="changed"),
     Option("tolerance", parse_tolerances, (), "Per-metric tolerance overrides, e.g. ttft_p50=10%,accuracy=2pt.", "METRIC=TOL"),

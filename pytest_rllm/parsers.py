@@ -104,6 +104,16 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def parse_metrics_interval(text: str) -> float | None:
+    """'auto' (None: each engine's own period, engines/base.py) or a duration in seconds."""
+    if str(text).strip() == "auto":
+        return None
+    try:
+        return parse_duration(text)
+    except SettingError as exc:
+        raise SettingError(f"{exc}, or auto") from None
+
+
 def _split_list(text: str | list[str]) -> list[str]:
     parts = text if isinstance(text, list) else re.split(r"[,\s]+", str(text))
     return [p.strip() for p in parts if p and p.strip()]

@@ -91,7 +91,7 @@ class Runner:
         pgids = engine.process_groups()
         # GPU memory is read on this host only when the engine runs on it.
         nvml = NvmlMemory(self.gpu_ids) if pgids is not None else None
-        sampler = TelemetrySampler(engine.samples, settings.metrics_interval, nvml)
+        sampler = TelemetrySampler(engine.samples, settings.metrics_interval or engine.metrics_interval, nvml)
         result = RunResult(
             label=label,
             workload=workload.name,

@@ -96,7 +96,7 @@ class RllmSettings:
     slo: tuple[tuple[str, float], ...] = ()
     accuracy: str = "builtin"
     threshold: tuple[tuple[str, float], ...] = ()
-    metrics_interval: float = 0.1
+    metrics_interval: float | None = None  # None: the engine's own (Engine.metrics_interval)
     baseline_dir: str | None = None
     update_baselines: str = "none"
     tolerance: tuple[tuple[str, str], ...] = ()

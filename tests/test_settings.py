@@ -120,3 +120,17 @@ def test_a_bad_dtype_stops_the_command_line_and_the_ini_key_is_read(pytester):
     result.stderr.fnmatch_lines(["*--rllm-dtype*expected auto, float32, bfloat16 or float16, got 'fp32'*"])
     pytester.makeini("[pytest]\nrllm_dtype = float16\n")
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_metrics_interval_is_auto_by_default_and_each_engine_has_its_own():
+    from pytest_rllm.engines.base import EngineContext
+    from pytest_rllm.engines.inprocess import InProcessEngine
+    from pytest_rllm.parsers import SettingError
+
+    assert RllmSettings().metrics_interval is None
+    assert RllmSettings.from_values({"metrics_interval": "auto"}).metrics_interval is None
+    assert RllmSettings.from_values({"metrics_interval": "50ms"}).metrics_interval == pytest.approx(0.05)
+    with pytest.raises(SettingError, match="--rllm-metrics-interval / rllm_metrics_interval.*or auto"):
+        RllmSettings.from_values({"metrics_interval": "often"})
+    # A server renders /metrics at a CPU cost; in process a registry read is cheap and the runs are short.
+    assert InProcessEngine.metrics_interval < EngineContext.metrics_interval == 0.1

@@ -172,6 +172,7 @@ class Engine(Protocol):
 
     spec: EngineSpec
     served_model: str
+    metrics_interval: float  # seconds between telemetry samples unless --rllm-metrics-interval says otherwise
 
     def start(self) -> None: ...
 
@@ -210,6 +211,10 @@ class Engine(Protocol):
 
 class EngineContext:
     """`with engine:` starts it and stops it whatever happens inside, as vLLM's RemoteOpenAIServer does."""
+
+    # A server renders /metrics on the event loop that streams every token, at ~8.5 ms of its CPU
+    # for the whole text (benchmarks/RESULTS.md), so it is asked ten times a second.
+    metrics_interval = 0.1
 
     def start(self) -> None:
         raise NotImplementedError
