@@ -134,6 +134,16 @@ def test_process_ticks_survive_a_command_name_with_spaces_and_parentheses():
     assert host._process_ticks(line) == 100
 
 
+def test_major_faults_are_field_12_and_count_only_the_engines_since_the_start():
+    # minflt 5, cminflt 6, majflt 7, cmajflt 8, then utime 70, stime 30.
+    line = "1234 (vllm (engine) core) S 1 1234 1234 0 -1 4194560 5 6 7 8 70 30 0 0 20 0 9 0 1 2 3"
+    assert host._process_major_faults(line) == 7 and host._process_ticks(line) == 100
+    start = host.CpuSnapshot(t=0.0, busy=1000, total=10_000, steal=0, own=500, engine_major_faults=40)
+    end = host.CpuSnapshot(t=1.0, busy=1800, total=11_000, steal=0, own=900, engine_major_faults=1040)
+    assert end.since(start).engine_major_faults == 1000
+    assert end.since(start).to_dict()["engine_major_faults"] == 1000
+
+
 def test_foreign_share_is_machine_busy_time_minus_ours():
     start = host.CpuSnapshot(t=0.0, busy=1000, total=10_000, steal=0, own=500)
     end = host.CpuSnapshot(t=1.0, busy=1800, total=11_000, steal=100, own=900)

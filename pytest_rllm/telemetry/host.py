@@ -8,6 +8,11 @@ parallel test session) and how much the hypervisor stole. The regression gate
 then calls a slower speed on a contended host "inconclusive", not "fail"
 (checks/serving.py).
 
+Each run also records how many pages the engine's processes had to read back from disk
+(major page faults): these hosts run DAMON proactive reclaim, which pages out memory left
+unused for a minute. It is recorded for the reader, not judged: on a warm engine, paused or
+idle for 90 s, it read 0 (benchmarks/RESULTS.md).
+
 The probe is a short single-threaded pure-Python loop run before each trial,
 while the engine idles: a yardstick the engine does not run, recorded so a
 report can show whether the host itself got slower between two sessions.
@@ -35,13 +40,15 @@ class CpuSnapshot:
     total: int  # busy + idle + iowait + steal
     steal: int
     own: int  # utime+stime of the engine's processes and this one, children included once
+    engine_major_faults: int = 0  # pages the engine's processes had to read back from disk, so far
 
     def since(self, start: CpuSnapshot) -> HostLoad | None:
         total = self.total - start.total
         if total <= 0:
             return None
         foreign = max(0, (self.busy - start.busy) - (self.own - start.own))
-        return HostLoad(foreign_cpu_share=foreign / total, steal_share=max(0, self.steal - start.steal) / total)
+        return HostLoad(foreign_cpu_share=foreign / total, steal_share=max(0, self.steal - start.steal) / total,
+                        engine_major_faults=max(0, self.engine_major_faults - start.engine_major_faults))
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,13 @@ class HostLoad:
 
     foreign_cpu_share: float  # processes other than the engine and the harness
     steal_share: float  # taken by the hypervisor for other guests
+    # Major page faults of the engine's processes: code or weights the host had paged out
+    # (these hosts run DAMON proactive reclaim, which pages out what sat unused for a minute).
+    engine_major_faults: int = 0
 
     def to_dict(self) -> dict[str, float]:
-        return {"foreign_cpu_share": self.foreign_cpu_share, "steal_share": self.steal_share}
+        return {"foreign_cpu_share": self.foreign_cpu_share, "steal_share": self.steal_share,
+                "engine_major_faults": self.engine_major_faults}
 
 
 def _machine_times(stat_text: str) -> tuple[int, int, int] | None:
@@ -73,6 +84,11 @@ def _process_ticks(stat_text: str) -> int:
     rest = stat_text.rsplit(")", 1)[-1].split()
     # rest[0] is the state (field 3); utime, stime are fields 14 and 15.
     return int(rest[11]) + int(rest[12])
+
+
+def _process_major_faults(stat_text: str) -> int:
+    """majflt (field 12) of one /proc/<pid>/stat line: faults that read a page from disk."""
+    return int(stat_text.rsplit(")", 1)[-1].split()[9])
 
 
 def _group_pids(pgids: Iterable[int]) -> list[int]:
@@ -98,15 +114,17 @@ def snapshot(engine_pgids: Iterable[int] = ()) -> CpuSnapshot | None:
         return None
     if machine is None:
         return None
-    pids = set(_group_pids(engine_pgids)) if engine_pgids else set()
-    pids.add(os.getpid())
-    own = 0
-    for pid in pids:
+    engine = set(_group_pids(engine_pgids)) if engine_pgids else set()
+    own = faults = 0
+    for pid in engine | {os.getpid()}:
         try:
-            own += _process_ticks((PROC / str(pid) / "stat").read_text())
+            text = (PROC / str(pid) / "stat").read_text()
+            own += _process_ticks(text)
+            if pid in engine:
+                faults += _process_major_faults(text)
         except (OSError, IndexError, ValueError):
             continue  # exited meanwhile: its ticks are lost, which only overstates foreign load a little
-    return CpuSnapshot(time.perf_counter(), *machine, own=own)
+    return CpuSnapshot(time.perf_counter(), *machine, own=own, engine_major_faults=faults)
 
 
 def python_speed(seconds: float = 0.1) -> float:
