@@ -257,27 +257,23 @@ class BaselineCheck:
 
         checks = compare(stored_metrics, obtained, tols, betters)
         named = dict(inconclusive or {})
-
-        def unmeasured(metric: str) -> str | None:
-            """Why this run's value of `metric` proves nothing, or None."""
-            if metric in named:
-                return named[metric]
-            return speed_noise if speed_noise and family_of(metric).name in HOST_SPEED_FAMILIES else None
-
+        # Why this run's value of each metric proves nothing: named, or a speed on a noisy host.
+        unmeasured = {c.metric: named.get(c.metric) or speed_noise for c in checks
+                      if c.metric in named or (speed_noise and family_of(c.metric).name in HOST_SPEED_FAMILIES)}
         for c in checks:
             # A named metric the run could not measure is moot however it compares: off, NaN,
             # absent, or absent from a file recorded while it could not be measured either.
-            if unmeasured(c.metric) and c.status in (FAILING if c.metric in named else ("fail",)):
-                c.status, c.note = "inconclusive", unmeasured(c.metric)
+            if c.metric in unmeasured and c.status in (FAILING if c.metric in named else ("fail",)):
+                c.status, c.note = "inconclusive", unmeasured[c.metric]
         to_set: dict[str, dict[str, Any]] = {}
         to_remove: list[str] = []
         if self.update != "none":
             for c in checks:
                 if c.status in ("nan", "inconclusive"):
                     continue  # a NaN stays a failure; a speed measured on a busy host is not worth keeping
-                if unmeasured(c.metric):
+                if c.metric in unmeasured:
                     # A baseline recorded on a busy host, or from a held-open batch, would pass every slower engine after it.
-                    c.note = f"not recorded: {unmeasured(c.metric)}"
+                    c.note = f"not recorded: {unmeasured[c.metric]}"
                     continue
                 if c.status == "missing" and self.update == "changed":
                     # "changed" only adds and replaces entries, so parallel workers that

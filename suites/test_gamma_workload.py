@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_rllm.checks.finding import KV_CV_TOLERANCE, cpu_spec_decoding_bug, fmt, speed_ratios, too_few_kv_samples
+from pytest_rllm.checks.finding import (KV_CV_TOLERANCE, cpu_spec_decoding_bug, fmt, skip_unless_kv_measured, speed_ratios,
+                                        too_few_kv_samples)
 from pytest_rllm.fixtures import run_fixture
 from pytest_rllm.stats import spearman
 
@@ -25,9 +26,7 @@ def gamma_summary(gamma_run, rllm_finding):
 
 def test_kv_usage_fluctuates_under_gamma_arrivals(rllm_reasoning_model, gamma_run, gamma_summary, rllm_finding):
     """KV-cache usage still swings widely when requests arrive in Gamma-distributed bursts."""
-    sparse = too_few_kv_samples(gamma_run)
-    if sparse:
-        pytest.skip(f"KV usage not measured well enough to judge its swings: {sparse}")
+    skip_unless_kv_measured(gamma_run)
     s = gamma_summary
     rllm_finding.evidence(f"KV usage CV {fmt(s.get('kv_cache_usage_cv'))}, peak {fmt(s.get('kv_cache_usage_peak'), '.2%')}")
     rllm_finding.at_least(s.get("kv_cache_usage_cv"), "kv_cv", "KV usage CV under Gamma arrivals")

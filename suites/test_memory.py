@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from pytest_rllm.checks.finding import KV_CV_TOLERANCE, fmt, ratio, too_few_kv_samples
+from pytest_rllm.checks.finding import KV_CV_TOLERANCE, fmt, ratio, skip_unless_kv_measured, too_few_kv_samples
 
 METRICS = {
     "kv_area_ratio_vs_reference": "50%", "kv_mean_ratio_vs_reference": "50%", "kv_peak_ratio_vs_reference": "50%",
@@ -36,9 +34,7 @@ def against_reference(run, reference_run) -> dict[str, float]:
 
 def test_reasoning_uses_more_kv_cache_than_the_plain_reference(rllm_reasoning_model, baseline_run, reference_run, rllm_finding):
     """The reasoning run holds far more KV-cache memory-time (usage x seconds) than the plain reference on the same items."""
-    sparse = too_few_kv_samples(baseline_run, reference_run)
-    if sparse:
-        pytest.skip(f"KV usage not measured well enough to compare: {sparse}")
+    skip_unless_kv_measured(baseline_run, reference_run)
     s, ref = baseline_run.summary(), reference_run.summary()
     data = against_reference(baseline_run, reference_run)
     rllm_finding.evidence(f"KV memory-time {fmt(s.get('kv_cache_usage_area'))} vs reference "
@@ -50,9 +46,7 @@ def test_reasoning_uses_more_kv_cache_than_the_plain_reference(rllm_reasoning_mo
 
 def test_reasoning_kv_cache_usage_fluctuates(rllm_reasoning_model, baseline_run, rllm_finding):
     """KV-cache usage swings widely during a reasoning run (high coefficient of variation)."""
-    sparse = too_few_kv_samples(baseline_run)
-    if sparse:
-        pytest.skip(f"KV usage not measured well enough to judge its swings: {sparse}")
+    skip_unless_kv_measured(baseline_run)
     s = baseline_run.summary()
     rllm_finding.evidence(f"KV usage min {fmt(s.get('kv_cache_usage_min'), '.2%')}, "
                           f"peak {fmt(s.get('kv_cache_usage_peak'), '.2%')}, CV {fmt(s.get('kv_cache_usage_cv'))}")

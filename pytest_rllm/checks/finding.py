@@ -274,6 +274,13 @@ def too_few_kv_samples(*runs: Any) -> str | None:
     return None
 
 
+def skip_unless_kv_measured(*runs: Any) -> None:
+    """Skip a KV-usage finding, naming the sample count, where a run's samples are too few (too_few_kv_samples)."""
+    sparse = too_few_kv_samples(*runs)
+    if sparse:
+        pytest.skip(f"KV usage not measured well enough to judge: {sparse}")
+
+
 def cpu_spec_decoding_bug() -> pytest.MarkDecorator:
     """xfail, not strict, on vLLM's CPU build, whose speculative decoding corrupts outputs.
 
