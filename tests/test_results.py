@@ -265,3 +265,43 @@ def test_kv_statistics_count_their_samples_and_too_few_are_named():
     reason = too_few_kv_samples(run_with(9), run_with(MIN_KV_SAMPLES - 1))
     assert reason.startswith(f"baseline/no-thinking caught {MIN_KV_SAMPLES - 1} KV-usage sample(s)") and "--rllm-num-prompts" in reason
     assert "caught 0 KV-usage sample(s)" in too_few_kv_samples(run_with(0))
+
+
+def batch(last_tokens: int, *, last_done: float = 3.0, trial: int = 0) -> RunResult:
+    """A 100-reply batch like the embedded model's: replies of 30-151 tokens done by 1.8 s, then the last one."""
+    records = [rec(i, 0.0, 0.3, 0.5 + 0.01 * i, 0.7 + 0.011 * i, 30 + (i * 121) // 98) for i in range(99)]
+    records.append(rec(99, 0.0, 0.3, 1.5, last_done, last_tokens))
+    return RunResult("baseline", "main", records, trial=trial)
+
+
+def test_a_chance_long_last_reply_is_named_and_a_normal_batch_is_not():
+    from pytest_rllm.checks.finding import lone_reply, one_reply_shaped
+
+    # Measured shapes: the longest reply 151-158 tokens (8 of 11 sessions), or one of 238-439 finishing last.
+    assert lone_reply(batch(158, last_done=1.8)) is None
+    assert one_reply_shaped(batch(158, last_done=1.8)) is None
+    why = lone_reply(batch(439))
+    assert why.startswith("one reply (i99, 439 tokens, x3.0 the run's p95 of 146)")
+    shaped = one_reply_shaped(batch(151, last_done=1.8), batch(439))
+    assert shaped.startswith("baseline/main: in the run one reply (i99, 439 tokens") and "--rllm-trials=3" in shaped
+    # A long reply that finished before others held nothing open.
+    early = batch(158, last_done=1.8)
+    early.records[5].output_tokens, early.records[5].t_done = 439, 1.0
+    assert lone_reply(early) is None
+    # Too few replies for a p95 that is not the longest reply itself.
+    small = RunResult("baseline", "main", batch(439).records[-10:])
+    assert lone_reply(small) is None
+
+
+def test_trials_take_the_median_batch_shape_and_a_minority_of_long_replies_is_not_named():
+    from pytest_rllm.checks.finding import one_reply_shaped
+    from pytest_rllm.results import combine_trials
+
+    normal = [batch(151, last_done=1.8, trial=t) for t in (0, 2)]
+    combined = combine_trials([normal[0], batch(439, trial=1), normal[1]])
+    s = combined.summary()
+    assert s["makespan_over_median_e2e"] == pytest.approx(normal[0].summary()["makespan_over_median_e2e"])
+    assert s["tail_share"] == pytest.approx(normal[0].summary()["tail_share"])
+    assert one_reply_shaped(combined) is None
+    mostly = combine_trials([batch(439, trial=0), batch(439, trial=1), normal[1]])
+    assert "in 2 of 3 trials one reply" in one_reply_shaped(mostly)

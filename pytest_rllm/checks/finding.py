@@ -274,6 +274,52 @@ def too_few_kv_samples(*runs: Any) -> str | None:
     return None
 
 
+# A reply this many times the run's p95 output length, finishing last, sets one batch's shape.
+LONE_REPLY_FACTOR = 1.5
+
+
+def lone_reply(run: Any) -> str | None:
+    """The reply that set this single run's batch shape, named, or None.
+
+    The reply that finished last is longer than LONE_REPLY_FACTOR times the run's
+    95th-percentile output length: the batch ran on for it alone, so the run's
+    makespan, tail share, p99 length and time-averaged KV usage show that reply.
+    """
+    import numpy as np
+
+    done = [r for r in getattr(run, "records", ()) if r.ok and r.t_done is not None]
+    if len(done) < 20:  # under 20 replies the p95 is the longest reply itself
+        return None
+    last = max(done, key=lambda r: r.t_done)
+    p95 = float(np.percentile([r.output_tokens for r in done], 95))
+    if p95 <= 0 or last.output_tokens <= LONE_REPLY_FACTOR * p95:
+        return None
+    return f"one reply ({last.item_id}, {last.output_tokens} tokens, x{last.output_tokens / p95:.1f} the run's p95 of {p95:.0f}) finished last"
+
+
+def one_reply_shaped(*runs: Any) -> str | None:
+    """Why these runs' batch-shape statistics show one reply, not the engine (lone_reply in most trials), or None.
+
+    Measured (benchmarks/RESULTS.md, 2026-12-07): on the embedded model's server engine
+    the longest reply of the 100-item batch was 151-158 tokens in 8 of 11 sessions;
+    in 3 one reply ran to 238-439 tokens, which lifted makespan/median E2E from
+    1.4-1.7 to 1.8-3.1 and the tail share from 0.10-0.20 to 0.30-0.59, and cut the
+    KV mean by up to half. Which session draws such a reply is chance: a server's
+    batches form as requests arrive, so the same seed samples differently (in process,
+    where every request enters before the first step, 10 of 10 sessions were
+    identical). The median of three or more trials sees past a minority of such
+    trials (summarize_trials), so only a majority counts.
+    """
+    for run in runs:
+        trials = getattr(run, "trials", None) or [run]
+        shaped = [why for t in trials if (why := lone_reply(t))]
+        if 2 * len(shaped) > len(trials):
+            where = "the run" if len(trials) == 1 else f"{len(shaped)} of {len(trials)} trials"
+            return (f"{run.label}/{run.workload}: in {where} {shaped[0]} and set the batch's shape, which a single "
+                    f"run draws by chance; --rllm-trials=3 or more lets the median see past it")
+    return None
+
+
 def skip_unless_kv_measured(*runs: Any) -> None:
     """Skip a KV-usage finding, naming the sample count, where a run's samples are too few (too_few_kv_samples)."""
     sparse = too_few_kv_samples(*runs)
