@@ -281,7 +281,9 @@ def test_a_chance_long_last_reply_is_named_and_a_normal_batch_is_not():
     assert lone_reply(batch(158, last_done=1.8)) is None
     assert one_reply_shaped(batch(158, last_done=1.8)) is None
     why = lone_reply(batch(439))
-    assert why.startswith("one reply (i99, 439 tokens, x3.0 the run's p95 of 146)")
+    assert why == "one reply (i99, 439 tokens, x3.0 the run's p95 of 146) ran on alone for 41% of the makespan"
+    # A long last reply that finished right after the others held nothing open.
+    assert lone_reply(batch(439, last_done=1.85)) is None
     shaped = one_reply_shaped(batch(151, last_done=1.8), batch(439))
     assert shaped.startswith("baseline/main: in the run one reply (i99, 439 tokens") and "--rllm-trials=3" in shaped
     # A long reply that finished before others held nothing open.
