@@ -177,8 +177,8 @@ class BaselineCheck:
         `speed_noise` says why this run's absolute speed proves nothing (a busy
         host, a batch held open by a runaway request; checks/serving.py): a speed metric that would fail is then
         "inconclusive", flagged but not failing, and never recorded. `inconclusive` does the same for
-        named metrics of any kind ({metric: why this run could not measure it}), e.g. a ratio over a
-        run that yielded too few telemetry samples.
+        named metrics of any kind ({metric: why this run could not measure it, or None where it could}),
+        e.g. a ratio over a run that yielded too few telemetry samples.
 
         Without it every entry of `data` is a metric, `tolerances` giving any tolerance:
 
@@ -256,7 +256,7 @@ class BaselineCheck:
             pytest.fail(message)
 
         checks = compare(stored_metrics, obtained, tols, betters)
-        named = dict(inconclusive or {})
+        named = {metric: why for metric, why in (inconclusive or {}).items() if why}  # None: this run measured it
         # Why this run's value of each metric proves nothing: named, or a speed on a noisy host.
         unmeasured = {c.metric: named.get(c.metric) or speed_noise for c in checks
                       if c.metric in named or (speed_noise and family_of(c.metric).name in HOST_SPEED_FAMILIES)}

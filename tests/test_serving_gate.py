@@ -338,3 +338,6 @@ def test_a_named_metric_the_run_could_not_measure_is_inconclusive_even_as_nan_an
         gate(tmp_path).check({"kv_area_ratio_vs_reference": Measurement(2.0)})
     with pytest.raises(pytest.fail.Exception, match="kv_area_ratio_vs_reference"):
         gate(tmp_path).check({"kv_area_ratio_vs_reference": Measurement(2.0)}, inconclusive={"other": sparse})
+    # A None reason is a metric the run did measure (a helper's "nothing wrong"): judged as usual.
+    with pytest.raises(pytest.fail.Exception, match="kv_area_ratio_vs_reference"):
+        gate(tmp_path).check({"kv_area_ratio_vs_reference": Measurement(2.0)}, inconclusive={"kv_area_ratio_vs_reference": None})
